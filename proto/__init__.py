@@ -1,0 +1,1 @@
+"""etcd-compatible protocol buffers (etcdserverpb, mvccpb, authpb) and their generated code."""

@@ -1,0 +1,1 @@
+"""Generated code for the mvccpb package; regenerate with `python -m proto.generate`."""
