@@ -1,0 +1,49 @@
+"""raft.core must stay pure: no asyncio, clock, global randomness, sockets or threads."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import raft.core
+
+BANNED = {"asyncio", "time", "random", "socket", "threading"}
+CORE_DIR = pathlib.Path(raft.core.__file__).parent
+
+
+def _imported_modules(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__":
+            found.add("__import__")
+    return found
+
+
+def test_core_sources_import_nothing_banned():
+    files = sorted(CORE_DIR.glob("*.py"))
+    assert len(files) >= 10
+    for f in files:
+        bad = _imported_modules(f) & (BANNED | {"__import__", "importlib"})
+        assert not bad, f"{f.name} imports {bad}"
+
+
+def test_importing_core_pulls_in_no_banned_module():
+    # `time` is preloaded by the interpreter itself, so it cannot show up as "new"; the
+    # AST scan above is the authoritative check for it.
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import raft.core\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        f"print(sorted(new & set({sorted(BANNED)!r})))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        cwd=CORE_DIR.parent.parent,
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
