@@ -1,0 +1,46 @@
+"""The ``raftkv`` command: parses the command line and hands over to the right entry point."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kvstore import config
+from kvstore.errors import StartupError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from kvstore.server import logs
+    from kvstore.server.app import serve
+
+    try:
+        cfg = config.from_args(args)
+    except StartupError as exc:
+        print(f"raftkv: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(cfg.log_level, cfg.name)
+    try:
+        return uvloop.run(serve(cfg))
+    except StartupError as exc:
+        print(f"raftkv: cannot start: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raftkv", description="An etcd-compatible, Raft-replicated key-value store.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run one member (takes etcd's flags and ETCD_* variables)")
+    config.add_flags(serve)
+    serve.set_defaults(func=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The etcd state machine and its server: MVCC store, applier, leases, watches and gRPC services."""

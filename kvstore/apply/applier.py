@@ -1,0 +1,115 @@
+"""Applies committed log entries to the store, in log order, deterministically.
+
+Every member runs every committed entry through ``Applier.apply``; the same log gives the same
+store, revisions and responses everywhere, and again on replay after a restart. A batch of
+entries is applied in one backend transaction that also records the index and term of the
+last entry, so the backend always holds exactly a prefix of the log.
+
+An error that etcd answers for a request (a missing lease, a compacted revision in a txn, ...)
+is a result like any other: it is returned to the waiting client and changes nothing. Any other
+exception is a bug that leaves the in-memory index ahead of the backend; it propagates and the
+member must stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from kvstore.apply.codec import Op, decode_request
+from kvstore.apply.kv import LeaseLookup, do_delete_range, do_put, do_txn
+from kvstore.errors import EtcdError, LeaseNotFound
+from kvstore.mvcc.store import CompactionJob, KVStore, WriteTxn
+from proto.etcdserverpb import rpc_pb2 as pb
+from proto.mvccpb.kv_pb2 import KeyValue
+
+# (revision, [(event type, KeyValue)]) for each revision a batch created, in order
+ChangeSink = Callable[[list[tuple[int, list[tuple[int, KeyValue]]]]], None]
+
+
+@dataclass(slots=True)
+class CompactResult:
+    response: pb.CompactionResponse
+    job: CompactionJob
+
+
+ApplyResult = object  # a response message, a CompactResult, or an EtcdError
+
+
+class Applier:
+    def __init__(self, store: KVStore, leases: LeaseLookup | None = None, on_changes: ChangeSink | None = None) -> None:
+        self.store = store
+        self.leases = leases
+        self.on_changes = on_changes
+        backend = store.backend
+        self.applied_index, self.applied_term = backend.consistent_index()
+
+    def apply(self, entries: Sequence[tuple[int, int, bytes]]) -> list[tuple[int, ApplyResult]]:
+        """Applies (index, term, data) entries; returns (request id, result) per request entry.
+
+        Entries at or below the applied index were applied before (replay after restart) and
+        are skipped.
+        """
+        store = self.store
+        backend = store.backend
+        results: list[tuple[int, ApplyResult]] = []
+        changes: list[tuple[int, list[tuple[int, KeyValue]]]] = []
+        txn = backend.begin_write()
+        try:
+            last_index, last_term = self.applied_index, self.applied_term
+            for index, term, data in entries:
+                if index <= last_index:
+                    continue
+                last_index, last_term = index, term
+                if not data:
+                    continue
+                op, request_id, body = decode_request(data)
+                results.append((request_id, self._apply_one(txn, op, body, changes)))
+            if last_index != self.applied_index:
+                backend.put_meta(txn, b"consistent_index", last_index)
+                backend.put_meta(txn, b"term", last_term)
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        self.applied_index, self.applied_term = last_index, last_term
+        if changes and self.on_changes is not None:
+            self.on_changes(changes)
+        return results
+
+    def _apply_one(self, txn: object, op: int, body: bytes, changes: list) -> ApplyResult:
+        store = self.store
+        if op == Op.COMPACT:
+            req = pb.CompactionRequest.FromString(body)
+            try:
+                job = store.compact(txn, req.revision)
+            except EtcdError as exc:
+                return exc
+            resp = pb.CompactionResponse()
+            resp.header.revision = store.current_rev
+            return CompactResult(resp, job)
+        w = store.write(txn)
+        try:
+            if op == Op.PUT:
+                req = pb.PutRequest.FromString(body)
+                if req.lease and (self.leases is None or not self.leases.exists(req.lease)):
+                    raise LeaseNotFound()
+                result: ApplyResult = do_put(w, req)
+            elif op == Op.DELETE_RANGE:
+                result = do_delete_range(w, pb.DeleteRangeRequest.FromString(body))
+            elif op == Op.TXN:
+                result = do_txn(w, pb.TxnRequest.FromString(body), self.leases, write=True)
+            else:
+                raise ValueError(f"unknown request op {op} in the log")
+        except EtcdError as exc:
+            if w.changes:  # etcd checks everything before writing; a partial write is a bug
+                raise RuntimeError(f"request failed after changing the store: {exc!r}") from exc
+            return exc
+        _end(w, changes)
+        return result
+
+
+def _end(w: WriteTxn, changes: list) -> None:
+    w.end()
+    if w.changes:
+        changes.append((w.begin_rev + 1, w.changes))

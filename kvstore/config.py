@@ -1,0 +1,171 @@
+"""A member's configuration: one dataclass, read from etcd's flag names and ``ETCD_*`` variables.
+
+A script that starts etcd can start raftkv instead: every flag below has etcd's name, meaning
+and default, and ``ETCD_<FLAG>`` (upper case, ``-`` as ``_``) sets it when the flag is absent.
+Flags accept both ``--flag`` and Go's ``-flag`` spelling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from kvstore.errors import StartupError
+
+DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024  # etcd: 1.5 MiB
+DEFAULT_QUOTA_BACKEND_BYTES = 2 << 30  # etcd: 2 GiB
+GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd lets a message this much above the request limit reach it
+
+
+@dataclass
+class ServerConfig:
+    name: str = "default"
+    data_dir: Path = Path("default.etcd")
+    listen_client_urls: list[str] = field(default_factory=lambda: ["http://localhost:2379"])
+    advertise_client_urls: list[str] = field(default_factory=lambda: ["http://localhost:2379"])
+    listen_peer_urls: list[str] = field(default_factory=lambda: ["http://localhost:2380"])
+    initial_advertise_peer_urls: list[str] = field(default_factory=lambda: ["http://localhost:2380"])
+    initial_cluster: dict[str, list[str]] = field(default_factory=dict)
+    initial_cluster_state: str = "new"
+    initial_cluster_token: str = "etcd-cluster"
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 1000
+    snapshot_count: int = 100_000
+    quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_txn_ops: int = 128
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: str = "0"
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not self.initial_cluster:
+            self.initial_cluster = {self.name: list(self.initial_advertise_peer_urls)}
+
+    # ---- identities (as etcd derives them: stable across restarts, equal on every member) ----
+
+    def member_id_of(self, peer_urls: Sequence[str]) -> int:
+        digest = hashlib.sha1(("".join(sorted(peer_urls)) + self.initial_cluster_token).encode()).digest()
+        return struct.unpack(">Q", digest[:8])[0]
+
+    @property
+    def member_id(self) -> int:
+        return self.member_id_of(self.initial_cluster[self.name])
+
+    @property
+    def members(self) -> dict[int, tuple[str, list[str]]]:
+        """member id -> (name, peer urls) of the initial cluster."""
+        return {self.member_id_of(urls): (name, urls) for name, urls in self.initial_cluster.items()}
+
+    @property
+    def cluster_id(self) -> int:
+        ids = sorted(self.members)
+        digest = hashlib.sha1(b"".join(struct.pack(">Q", i) for i in ids)).digest()
+        return struct.unpack(">Q", digest[:8])[0]
+
+    @property
+    def request_timeout_s(self) -> float:
+        """etcd's: 5 s plus twice the election timeout."""
+        return 5.0 + 2 * self.election_timeout_ms / 1000
+
+    def client_bind_addresses(self) -> list[str]:
+        return [_host_port(url, "--listen-client-urls") for url in self.listen_client_urls]
+
+    def peer_bind_addresses(self) -> list[str]:
+        return [_host_port(url, "--listen-peer-urls") for url in self.listen_peer_urls]
+
+
+def _host_port(url: str, flag: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "unix", "unixs") or not parts.hostname or parts.port is None:
+        raise StartupError(f"{flag}: {url!r} is not an http://host:port URL (TLS is not supported)")
+    host = parts.hostname
+    return f"[{host}]:{parts.port}" if ":" in host else f"{host}:{parts.port}"
+
+
+def _urls(value: str) -> list[str]:
+    return [u.strip() for u in value.split(",") if u.strip()]
+
+
+def _initial_cluster(value: str) -> dict[str, list[str]]:
+    cluster: dict[str, list[str]] = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        name, sep, url = part.partition("=")
+        if not sep or not name or not url:
+            raise StartupError(f"--initial-cluster: cannot parse {part!r} (want name=http://host:port,...)")
+        cluster.setdefault(name, []).append(url)
+    return cluster
+
+
+def _bytes_size(value: str) -> int:
+    return int(value)
+
+
+# flag name -> (ServerConfig field, parser)
+FLAGS: dict[str, tuple[str, object]] = {
+    "name": ("name", str),
+    "data-dir": ("data_dir", Path),
+    "listen-client-urls": ("listen_client_urls", _urls),
+    "advertise-client-urls": ("advertise_client_urls", _urls),
+    "listen-peer-urls": ("listen_peer_urls", _urls),
+    "initial-advertise-peer-urls": ("initial_advertise_peer_urls", _urls),
+    "initial-cluster": ("initial_cluster", _initial_cluster),
+    "initial-cluster-state": ("initial_cluster_state", str),
+    "initial-cluster-token": ("initial_cluster_token", str),
+    "heartbeat-interval": ("heartbeat_interval_ms", int),
+    "election-timeout": ("election_timeout_ms", int),
+    "snapshot-count": ("snapshot_count", int),
+    "quota-backend-bytes": ("quota_backend_bytes", _bytes_size),
+    "max-request-bytes": ("max_request_bytes", _bytes_size),
+    "max-txn-ops": ("max_txn_ops", int),
+    "auto-compaction-mode": ("auto_compaction_mode", str),
+    "auto-compaction-retention": ("auto_compaction_retention", str),
+    "log-level": ("log_level", str),
+}
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    for flag in FLAGS:
+        parser.add_argument(f"--{flag}", f"-{flag}", dest=flag.replace("-", "_"), default=None, metavar="VALUE")
+
+
+def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Builds the config from parsed flags, falling back to ETCD_* variables, then etcd's defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for flag, (attr, parse) in FLAGS.items():
+        raw = getattr(args, flag.replace("-", "_"), None)
+        if raw is None:
+            raw = environ.get("ETCD_" + flag.upper().replace("-", "_"))
+        if raw is None:
+            continue
+        try:
+            values[attr] = parse(raw)  # type: ignore[operator]
+        except ValueError as exc:
+            raise StartupError(f"--{flag}: invalid value {raw!r}: {exc}") from exc
+    if "data_dir" not in values:
+        values["data_dir"] = Path(f"{values.get('name', 'default')}.etcd")
+    cfg = ServerConfig(**values)  # type: ignore[arg-type]
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: ServerConfig) -> None:
+    if cfg.name not in cfg.initial_cluster:
+        raise StartupError(f"--initial-cluster has no member named {cfg.name!r} (the --name of this member)")
+    if cfg.initial_cluster_state not in ("new", "existing"):
+        raise StartupError(f"--initial-cluster-state must be new or existing, not {cfg.initial_cluster_state!r}")
+    if cfg.heartbeat_interval_ms <= 0 or cfg.election_timeout_ms < 5 * cfg.heartbeat_interval_ms:
+        raise StartupError("--election-timeout should be at least 5 times --heartbeat-interval")
+    if cfg.max_request_bytes <= 0 or cfg.max_txn_ops <= 0:
+        raise StartupError("--max-request-bytes and --max-txn-ops must be positive")
+    if cfg.quota_backend_bytes <= 0:
+        cfg.quota_backend_bytes = DEFAULT_QUOTA_BACKEND_BYTES
+    cfg.client_bind_addresses()
+    cfg.peer_bind_addresses()

@@ -1,0 +1,112 @@
+"""Every error a client can see, with etcd's gRPC status code and exact message.
+
+Clients (etcdctl, client libraries, Kubernetes) match on these strings, so they are spelled
+here once and nowhere else. Internal layers raise these exceptions; the gRPC layer turns them
+into statuses with ``code`` and ``message``.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+_C = grpc.StatusCode
+
+
+class EtcdError(Exception):
+    """An error with the gRPC status etcd answers for it."""
+
+    code: grpc.StatusCode = _C.UNKNOWN
+    message: str = "etcdserver: unknown error"
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return (type(self), (self.message,))
+
+
+def _error(name: str, code: grpc.StatusCode, message: str) -> type[EtcdError]:
+    return type(name, (EtcdError,), {"code": code, "message": message, "__doc__": message})
+
+
+# request validation
+EmptyKey = _error("EmptyKey", _C.INVALID_ARGUMENT, "etcdserver: key is not provided")
+KeyNotFound = _error("KeyNotFound", _C.INVALID_ARGUMENT, "etcdserver: key not found")
+ValueProvided = _error("ValueProvided", _C.INVALID_ARGUMENT, "etcdserver: value is provided")
+LeaseProvided = _error("LeaseProvided", _C.INVALID_ARGUMENT, "etcdserver: lease is provided")
+TooManyOps = _error("TooManyOps", _C.INVALID_ARGUMENT, "etcdserver: too many operations in txn request")
+DuplicateKey = _error("DuplicateKey", _C.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")
+RequestTooLarge = _error("RequestTooLarge", _C.INVALID_ARGUMENT, "etcdserver: request is too large")
+TooManyRequests = _error("TooManyRequests", _C.RESOURCE_EXHAUSTED, "etcdserver: too many requests")
+
+# mvcc
+Compacted = _error("Compacted", _C.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
+FutureRev = _error("FutureRev", _C.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
+NoSpace = _error("NoSpace", _C.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
+
+# leases
+LeaseNotFound = _error("LeaseNotFound", _C.NOT_FOUND, "etcdserver: requested lease not found")
+LeaseExist = _error("LeaseExist", _C.FAILED_PRECONDITION, "etcdserver: lease already exists")
+LeaseTTLTooLarge = _error("LeaseTTLTooLarge", _C.OUT_OF_RANGE, "etcdserver: too large lease TTL")
+
+# watch
+WatchCanceled = _error("WatchCanceled", _C.CANCELLED, "etcdserver: watch canceled")
+
+# membership
+MemberExist = _error("MemberExist", _C.FAILED_PRECONDITION, "etcdserver: member ID already exist")
+PeerURLExist = _error("PeerURLExist", _C.FAILED_PRECONDITION, "etcdserver: Peer URLs already exists")
+MemberNotEnoughStarted = _error(
+    "MemberNotEnoughStarted",
+    _C.FAILED_PRECONDITION,
+    "etcdserver: re-configuration failed due to not enough started members",
+)
+MemberBadURLs = _error("MemberBadURLs", _C.INVALID_ARGUMENT, "etcdserver: given member URLs are invalid")
+MemberNotFound = _error("MemberNotFound", _C.NOT_FOUND, "etcdserver: member not found")
+MemberNotLearner = _error("MemberNotLearner", _C.FAILED_PRECONDITION, "etcdserver: can only promote a learner member")
+LearnerNotReady = _error(
+    "LearnerNotReady",
+    _C.FAILED_PRECONDITION,
+    "etcdserver: can only promote a learner member which is in sync with leader",
+)
+TooManyLearners = _error("TooManyLearners", _C.FAILED_PRECONDITION, "etcdserver: too many learner members in cluster")
+
+# auth (only what the API needs to refuse honestly)
+AuthNotEnabled = _error("AuthNotEnabled", _C.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
+PermissionDenied = _error("PermissionDenied", _C.PERMISSION_DENIED, "etcdserver: permission denied")
+
+# cluster state
+NoLeader = _error("NoLeader", _C.UNAVAILABLE, "etcdserver: no leader")
+NotLeader = _error("NotLeader", _C.FAILED_PRECONDITION, "etcdserver: not leader")
+LeaderChanged = _error("LeaderChanged", _C.UNAVAILABLE, "etcdserver: leader changed")
+Stopped = _error("Stopped", _C.UNAVAILABLE, "etcdserver: server stopped")
+Timeout = _error("Timeout", _C.UNAVAILABLE, "etcdserver: request timed out")
+TimeoutDueToLeaderFail = _error(
+    "TimeoutDueToLeaderFail",
+    _C.UNAVAILABLE,
+    "etcdserver: request timed out, possibly due to previous leader failure",
+)
+TimeoutDueToConnectionLost = _error(
+    "TimeoutDueToConnectionLost",
+    _C.UNAVAILABLE,
+    "etcdserver: request timed out, possibly due to connection lost",
+)
+TimeoutWaitAppliedIndex = _error(
+    "TimeoutWaitAppliedIndex",
+    _C.UNAVAILABLE,
+    "etcdserver: request timed out, waiting for the applied index took too long",
+)
+TimeoutLeaderTransfer = _error(
+    "TimeoutLeaderTransfer",
+    _C.DEADLINE_EXCEEDED,
+    "etcdserver: request timed out, leader transfer took too long",
+)
+Unhealthy = _error("Unhealthy", _C.UNAVAILABLE, "etcdserver: unhealthy cluster")
+Corrupt = _error("Corrupt", _C.DATA_LOSS, "etcdserver: corrupt cluster")
+NotSupportedForLearner = _error("NotSupportedForLearner", _C.UNAVAILABLE, "etcdserver: rpc not supported for learner")
+BadLeaderTransferee = _error("BadLeaderTransferee", _C.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
+
+
+class StartupError(Exception):
+    """The member cannot start safely (corrupt or torn files, bad flags); the message says why and where."""

@@ -1,0 +1,117 @@
+"""A member process's lifecycle: open the data, start the log and the gRPC server, serve, stop.
+
+Startup refuses to run on damaged data (``StartupError`` with the file named). Shutdown is
+graceful on SIGTERM and SIGINT: the gRPC server stops taking calls and gives running ones a
+moment, then the log and the backend are closed. A failure of the log itself (a failed fsync)
+stops the member with exit code 1: it must never acknowledge what it did not persist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+
+from kvstore.config import GRPC_OVERHEAD_BYTES, ServerConfig
+from kvstore.errors import StartupError
+from kvstore.mvcc import Backend
+from kvstore.server.cluster_service import ClusterService
+from kvstore.server.kv_service import KVService
+from kvstore.server.maintenance_service import MaintenanceService
+from kvstore.server.member import Member
+from proto.etcdserverpb import rpc_pb2_grpc
+from raft.solo import SoloLog
+
+log = logging.getLogger("raftkv.server")
+
+GRACE_SECONDS = 2.0
+
+
+def grpc_options(cfg: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
+        ("grpc.max_send_message_length", 2**31 - 1),
+        ("grpc.max_concurrent_streams", 2**31 - 1),
+        ("grpc.so_reuseport", 0),  # a second process on the same port must fail, not share it
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+class MemberServer:
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.member: Member | None = None
+        self.grpc_server: grpc.aio.Server | None = None
+        self.ports: list[int] = []
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        member_dir = cfg.data_dir / "member"
+        backend = Backend(member_dir / "db")
+        applied, _ = backend.consistent_index()
+        replicated_log = SoloLog(member_dir / "wal", cfg.member_id, cfg.cluster_id, applied)
+        member = Member(cfg, replicated_log, backend)
+        self.member = member
+        await member.start()
+        server = grpc.aio.server(options=grpc_options(cfg))
+        rpc_pb2_grpc.add_KVServicer_to_server(KVService(member), server)
+        rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(member), server)
+        rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(member), server)
+        for address in cfg.client_bind_addresses():
+            try:
+                port = server.add_insecure_port(address)
+            except RuntimeError as exc:
+                raise StartupError(f"cannot listen for clients on {address}: {exc}") from exc
+            if not port:
+                raise StartupError(f"cannot listen for clients on {address}")
+            self.ports.append(port)
+        await server.start()
+        self.grpc_server = server
+        log.info(
+            "serving client requests",
+            extra={
+                "member_name": cfg.name,
+                "member_id": f"{cfg.member_id:x}",
+                "cluster_id": f"{cfg.cluster_id:x}",
+                "listen_client_urls": ",".join(cfg.listen_client_urls),
+                "data_dir": str(cfg.data_dir),
+                "revision": member.store.current_rev,
+                "applied_index": member.applied_index,
+            },
+        )
+
+    async def stop(self) -> None:
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(GRACE_SECONDS)
+        if self.member is not None:
+            await self.member.stop()
+        log.info("stopped", extra={"member_name": self.cfg.name})
+
+
+async def serve(cfg: ServerConfig) -> int:
+    """Runs a member until SIGTERM or SIGINT (exit 0) or a fatal log failure (exit 1)."""
+    server = MemberServer(cfg)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop()
+        raise
+    assert server.member is not None
+    fatal = getattr(server.member.log, "fatal", None)
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if fatal is not None:
+        waiters.append(fatal)
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if fatal is not None and fatal.done():
+        log.critical("stopping: the log can no longer persist", extra={"error": str(fatal.result())})
+        code = 1
+    await server.stop()
+    return code

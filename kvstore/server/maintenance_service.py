@@ -1,0 +1,52 @@
+"""The etcd Maintenance service: Status and alarm queries (what etcdctl endpoint status/health use)."""
+
+from __future__ import annotations
+
+import grpc
+
+from kvstore.server.member import VERSION, Member
+from kvstore.server.rpc import etcd_status, unimplemented
+from proto.etcdserverpb import rpc_pb2 as pb
+from proto.etcdserverpb import rpc_pb2_grpc
+
+Ctx = grpc.aio.ServicerContext
+
+
+class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+    def __init__(self, member: Member) -> None:
+        self.member = member
+
+    @etcd_status
+    async def Status(self, request: pb.StatusRequest, context: Ctx) -> pb.StatusResponse:
+        member = self.member
+        backend = member.backend
+        resp = pb.StatusResponse(
+            version=VERSION,
+            dbSize=backend.size(),
+            dbSizeInUse=backend.size_in_use(),
+            leader=member.log.leader,
+            raftIndex=member.log.commit_index,
+            raftTerm=member.log.term,
+            raftAppliedIndex=member.applied_index,
+            dbSizeQuota=member.cfg.quota_backend_bytes,
+        )
+        member.fill_header(resp.header)
+        return resp
+
+    @etcd_status
+    async def Alarm(self, request: pb.AlarmRequest, context: Ctx) -> pb.AlarmResponse:
+        if request.action != pb.AlarmRequest.GET:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: raising or clearing alarms is not implemented")
+        resp = pb.AlarmResponse()  # no alarm is ever raised yet
+        self.member.fill_header(resp.header)
+        return resp
+
+    Defragment = unimplemented("Maintenance", "Defragment")
+    Hash = unimplemented("Maintenance", "Hash")
+    HashKV = unimplemented("Maintenance", "HashKV")
+    MoveLeader = unimplemented("Maintenance", "MoveLeader")
+    Downgrade = unimplemented("Maintenance", "Downgrade")
+
+    async def Snapshot(self, request: pb.SnapshotRequest, context: Ctx):  # type: ignore[no-untyped-def]  # noqa: ANN201
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: Maintenance.Snapshot is not implemented")
+        yield pb.SnapshotResponse()  # pragma: no cover (makes this a streaming handler)

@@ -1,0 +1,174 @@
+"""A running member: its store, applier and replicated log, and the bookkeeping between them.
+
+Writes: a request is encoded, a waiter is registered under a fresh request id, the entry is
+proposed, and when the log hands the committed entry to ``apply_entries`` the applier's result
+resolves the waiter. Every member applies every entry; only the one that proposed it has a
+waiter. Linearizable reads wait for the log's read index to be applied.
+
+Requests that wait longer than etcd's request timeout fail with ``etcdserver: request timed
+out``; the entry itself may still be applied later, exactly as with etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+
+from kvstore.apply import Applier, CompactResult, Op, encode_request
+from kvstore.config import ServerConfig
+from kvstore.errors import EtcdError, RequestTooLarge, Timeout
+from kvstore.mvcc import Backend, KVStore
+from kvstore.mvcc.store import CompactionJob
+from proto.etcdserverpb import rpc_pb2 as pb
+from raft.api import CommittedEntry, ReplicatedLog
+
+log = logging.getLogger("raftkv.member")
+
+VERSION = "3.5.17"  # the etcd API version we answer to (Kubernetes gates features on it)
+CLUSTER_VERSION = "3.5.0"
+
+
+class Member:
+    def __init__(self, cfg: ServerConfig, replicated_log: ReplicatedLog, backend: Backend) -> None:
+        self.cfg = cfg
+        self.member_id = cfg.member_id
+        self.cluster_id = cfg.cluster_id
+        self.backend = backend
+        self.store = KVStore(backend)
+        self.applier = Applier(self.store)
+        self.log = replicated_log
+        self._ids = itertools.count(secrets.randbits(62))
+        self._waiters: dict[int, tuple[asyncio.Future, float]] = {}
+        self._applied_waiters: list[tuple[int, int, asyncio.Future]] = []  # heap of (index, seq, future)
+        self._seq = itertools.count()
+        self._compaction_wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._timeout = cfg.request_timeout_s
+
+    @property
+    def applied_index(self) -> int:
+        return self.applier.applied_index
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        await self.log.start(self.apply_entries)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._expire_waiters(), name="expire-waiters"),
+            loop.create_task(self._run_compactions(), name="compactions"),
+            loop.create_task(self._sync_backend(), name="backend-sync"),
+        ]
+        if self.store.pending_compactions:
+            self._compaction_wakeup.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.log.stop()
+        self.backend.close()
+
+    # ---- the write path ----
+
+    def apply_entries(self, entries: Sequence[CommittedEntry]) -> None:
+        results = self.applier.apply([(e.index, e.term, e.data) for e in entries])
+        waiters = self._waiters
+        for request_id, result in results:
+            if isinstance(result, CompactResult):
+                self._compaction_wakeup.set()
+            waiter = waiters.pop(request_id, None)
+            if waiter is not None and not waiter[0].done():
+                waiter[0].set_result(result)
+        applied = self.applier.applied_index
+        heap = self._applied_waiters
+        while heap and heap[0][0] <= applied:
+            fut = heapq.heappop(heap)[2]
+            if not fut.done():
+                fut.set_result(None)
+
+    async def propose(self, op: Op, body: bytes) -> object:
+        """Proposes a request and returns the applier's result for it (raising etcd's errors)."""
+        request_id = next(self._ids)
+        data = encode_request(op, request_id, body)
+        if len(data) > self.cfg.max_request_bytes:
+            raise RequestTooLarge()
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = (fut, time.monotonic() + self._timeout)
+        try:
+            self.log.propose(data)
+            result = await fut
+        finally:
+            self._waiters.pop(request_id, None)
+        if isinstance(result, EtcdError):
+            raise result
+        return result
+
+    async def read_barrier(self) -> None:
+        """Returns once local reads are linearizable (the log's read index is applied)."""
+        index = await self.log.read_index()
+        if index <= self.applier.applied_index:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._applied_waiters, (index, next(self._seq), fut))
+        try:
+            await asyncio.wait_for(fut, self._timeout)
+        except TimeoutError:
+            raise Timeout() from None
+
+    async def _expire_waiters(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            expired = [rid for rid, (_, deadline) in self._waiters.items() if deadline <= now]
+            for rid in expired:
+                fut = self._waiters.pop(rid)[0]
+                if not fut.done():
+                    fut.set_exception(Timeout())
+
+    # ---- compaction ----
+
+    async def wait_compaction(self, job: CompactionJob) -> None:
+        if job.done:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        job.waiters.append(fut)
+        await fut
+
+    async def _run_compactions(self) -> None:
+        store = self.store
+        while True:
+            await self._compaction_wakeup.wait()
+            self._compaction_wakeup.clear()
+            while store.pending_compactions:
+                job = store.pending_compactions[0]
+                while not store.compaction_step(job):
+                    await asyncio.sleep(0)  # let requests through between batches
+                store.pending_compactions.pop(0)
+                for fut in job.waiters:
+                    if not fut.done():
+                        fut.set_result(None)
+                log.info("compaction finished", extra={"revision": job.rev})
+
+    async def _sync_backend(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.1)
+            await loop.run_in_executor(None, self.backend.sync)
+
+    # ---- responses ----
+
+    def fill_header(self, header: pb.ResponseHeader) -> None:
+        header.cluster_id = self.cluster_id
+        header.member_id = self.member_id
+        header.raft_term = self.log.term
+        if not header.revision:
+            header.revision = self.store.current_rev

@@ -1,0 +1,50 @@
+"""The seam between a member's server and consensus: what the server may ask of the log.
+
+The server proposes encoded requests and asks for read barriers; the log calls the member's
+``apply`` with committed entries, in order, each exactly once per process lifetime (after a
+restart the log replays entries above the backend's applied index). Two implementations sit
+behind it: ``raft.node.RaftNode`` (a Raft group) and ``raft.solo.SoloLog`` (a single member's
+durable log, the stand-in used before Raft existed and kept for single-member tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+
+class CommittedEntry(Protocol):
+    term: int
+    index: int
+    data: bytes
+
+
+ApplyFn = Callable[[Sequence[CommittedEntry]], None]
+
+
+class ReplicatedLog(Protocol):
+    member_id: int
+    cluster_id: int
+
+    @property
+    def term(self) -> int: ...
+
+    @property
+    def leader(self) -> int:
+        """The leader's member id, 0 when there is none."""
+        ...
+
+    @property
+    def commit_index(self) -> int: ...
+
+    def propose(self, data: bytes) -> None:
+        """Queues data for the log; raises NoLeader, Stopped or TooManyRequests (kvstore.errors)."""
+        ...
+
+    async def read_index(self) -> int:
+        """An index such that once it is applied, local reads are linearizable."""
+        ...
+
+    async def start(self, apply: ApplyFn) -> None: ...
+
+    async def stop(self) -> None: ...

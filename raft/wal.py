@@ -1,0 +1,320 @@
+"""The write-ahead log: the durable record of Raft's entries, hard state and snapshot marks.
+
+Layout: ``<dir>/<seq:016x>-<first index:016x>.wal`` segment files, written in order; a new
+segment starts when the current one passes ``SEGMENT_BYTES``. Each record is framed as::
+
+    u32 length (little-endian) | u32 CRC-32 of the payload | payload (msgpack array)
+
+Payloads: ``[METADATA, member_id, cluster_id]`` opens every segment; ``[ENTRY, term, index,
+type, data]``; ``[HARD_STATE, term, vote, commit]``; ``[SNAPSHOT, index, term]`` marks that
+entries up to index are covered by a snapshot. An entry whose index is at or below the last
+one read replaces the tail from there on (a follower's log being overwritten by a leader).
+
+``save`` writes a batch of records with one ``write`` and one ``fdatasync``: a caller may
+acknowledge what it saved only after ``save`` returns. A failed write or sync poisons the WAL:
+every later call raises ``WALError``, since after a failed fsync nothing about the file can be
+trusted (the member must stop).
+
+Recovery (``WAL.open``): a record cut short at the end of the last segment, or a zero-filled
+tail, is a torn write from a crash and is truncated away (it was never acknowledged). Any other
+damage, a bad CRC with data after it, a record that does not decode, a gap in the entries,
+refuses to start with a ``StartupError`` naming the file and offset: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgpack
+
+from kvstore.errors import StartupError
+from raft import failpoints
+
+log = logging.getLogger("raftkv.wal")
+
+METADATA, ENTRY, HARD_STATE, SNAPSHOT = 0, 1, 2, 3
+SEGMENT_BYTES = 64 << 20
+_FRAME = struct.Struct("<II")
+_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
+
+
+class WALError(OSError):
+    """The WAL could not persist a batch; nothing in it may be acknowledged and the member must stop."""
+
+
+class EntryLike(Protocol):
+    term: int
+    index: int
+    type: Any
+    data: bytes
+
+
+@dataclass(slots=True)
+class WalEntry:
+    term: int
+    index: int
+    type: int = 0
+    data: bytes = b""
+
+
+@dataclass(slots=True)
+class WalState:
+    """What a WAL held when opened."""
+
+    member_id: int = 0
+    cluster_id: int = 0
+    term: int = 0
+    vote: int = 0
+    commit: int = 0
+    snapshot_index: int = 0
+    snapshot_term: int = 0
+    entries: list = field(default_factory=list)  # entries after snapshot_index, contiguous
+
+
+def _frame(payload: Sequence[Any]) -> bytes:
+    body = msgpack.packb(payload)
+    return _FRAME.pack(len(body), zlib.crc32(body)) + body
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WAL:
+    def __init__(self, directory: Path, member_id: int, cluster_id: int, segments: list[Path], next_index: int) -> None:
+        self.dir = directory
+        self.member_id = member_id
+        self.cluster_id = cluster_id
+        self.segments = segments  # oldest first; the last is open for appending
+        self._fd = -1
+        self._size = 0
+        self._next_index = next_index  # index the next appended entry is expected to have
+        self._poisoned: BaseException | None = None
+        self._hard_state: tuple[int, int, int] = (0, 0, 0)
+
+    # ---- opening ----
+
+    @staticmethod
+    def exists(directory: Path) -> bool:
+        return directory.is_dir() and any(_NAME.match(p.name) for p in directory.iterdir())
+
+    @classmethod
+    def create(cls, directory: Path, member_id: int, cluster_id: int) -> WAL:
+        directory.mkdir(parents=True, exist_ok=True)
+        if cls.exists(directory):
+            raise StartupError(f"WAL directory {directory} already holds a log")
+        wal = cls(directory, member_id, cluster_id, [], 1)
+        wal._start_segment(1)
+        return wal
+
+    @classmethod
+    def open(
+        cls, directory: Path, entry_factory: Callable[[int, int, int, bytes], Any] = WalEntry
+    ) -> tuple[WAL, WalState]:
+        names = sorted(p for p in directory.iterdir() if _NAME.match(p.name))
+        if not names:
+            raise StartupError(f"WAL directory {directory} holds no segments")
+        state = WalState()
+        entries: list = state.entries
+        last_index = 0
+        for n, path in enumerate(names):
+            last = n == len(names) - 1
+            data = path.read_bytes()
+            pos = 0
+            while pos < len(data):
+                problem = None
+                if len(data) - pos < _FRAME.size:
+                    problem = "short record header"
+                else:
+                    length, crc = _FRAME.unpack_from(data, pos)
+                    end = pos + _FRAME.size + length
+                    if end > len(data):
+                        problem = f"record of {length} bytes cut short"
+                    else:
+                        body = data[pos + _FRAME.size : end]
+                        if zlib.crc32(body) != crc:
+                            problem = "CRC mismatch"
+                if problem is not None:
+                    torn = problem != "CRC mismatch" or _has_zero_sector(data, pos)
+                    if last and torn:
+                        log.warning(
+                            "repairing torn WAL tail",
+                            extra={"file": str(path), "offset": pos, "dropped_bytes": len(data) - pos, "why": problem},
+                        )
+                        _truncate(path, pos)
+                        break
+                    raise StartupError(
+                        f"WAL file {path} is corrupt at offset {pos} ({problem}); refusing to start. "
+                        "The log before this point is intact; restore the member from a snapshot or a peer."
+                    )
+                try:
+                    rec = msgpack.unpackb(body)
+                    kind = rec[0]
+                    if kind == ENTRY:
+                        _, term, index, etype, edata = rec
+                        if index <= last_index:  # the tail from index on was replaced
+                            del entries[max(0, index - state.snapshot_index - 1) :]
+                        elif index != last_index + 1 and last_index:
+                            raise ValueError(f"entry {index} follows entry {last_index}")
+                        entries.append(entry_factory(term, index, etype, edata))
+                        last_index = index
+                    elif kind == HARD_STATE:
+                        _, state.term, state.vote, state.commit = rec
+                    elif kind == SNAPSHOT:
+                        _, sindex, sterm = rec
+                        state.snapshot_index, state.snapshot_term = sindex, sterm
+                        entries[:] = [e for e in entries if e.index > sindex]
+                        last_index = max(last_index, sindex)
+                    elif kind == METADATA:
+                        _, mid, cid = rec
+                        if state.member_id and (mid, cid) != (state.member_id, state.cluster_id):
+                            raise ValueError(f"member/cluster ids {mid:x}/{cid:x} differ from earlier segments")
+                        state.member_id, state.cluster_id = mid, cid
+                    else:
+                        raise ValueError(f"unknown record type {kind}")
+                except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
+                    raise StartupError(
+                        f"WAL file {path} has an undecodable record at offset {pos}: {exc}; refusing to start"
+                    ) from exc
+                pos = end
+        if entries and entries[0].index != state.snapshot_index + 1:
+            raise StartupError(
+                f"WAL in {directory} starts at entry {entries[0].index} but its snapshot mark is "
+                f"{state.snapshot_index}: entries are missing; refusing to start"
+            )
+        wal = cls(directory, state.member_id, state.cluster_id, names, last_index + 1)
+        wal._hard_state = (state.term, state.vote, state.commit)
+        wal._open_last()
+        return wal, state
+
+    def _open_last(self) -> None:
+        path = self.segments[-1]
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._size = os.fstat(self._fd).st_size
+
+    def _start_segment(self, first_index: int) -> None:
+        seq = 0
+        if self.segments:
+            m = _NAME.match(self.segments[-1].name)
+            assert m is not None
+            seq = int(m.group(1), 16) + 1
+        path = self.dir / f"{seq:016x}-{first_index:016x}.wal"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        head = _frame((METADATA, self.member_id, self.cluster_id))
+        term, vote, commit = self._hard_state
+        if term or vote or commit:
+            head += _frame((HARD_STATE, term, vote, commit))
+        os.write(fd, head)
+        os.fdatasync(fd)
+        _fsync_dir(self.dir)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = fd
+        self._size = len(head)
+        self.segments.append(path)
+
+    # ---- writing ----
+
+    def save(self, entries: Sequence[EntryLike] = (), hard_state: tuple[int, int, int] | None = None) -> None:
+        """Appends entries, then the hard state (term, vote, commit), durably (one fdatasync)."""
+        if self._poisoned is not None:
+            raise WALError(f"WAL in {self.dir} failed earlier and cannot be written: {self._poisoned}")
+        parts = []
+        pack = msgpack.packb
+        frame = _FRAME.pack
+        crc = zlib.crc32
+        for e in entries:
+            body = pack((ENTRY, e.term, e.index, int(e.type), e.data))
+            parts.append(frame(len(body), crc(body)))
+            parts.append(body)
+        if hard_state is not None and hard_state != self._hard_state:
+            parts.append(_frame((HARD_STATE, *hard_state)))
+        if not parts:
+            return
+        buf = b"".join(parts)
+        try:
+            failpoints.hit("beforeWALSave")
+            if self._size + len(buf) > SEGMENT_BYTES and self._size > 0 and entries:
+                self._start_segment(entries[0].index)
+            written = os.write(self._fd, buf)
+            while written < len(buf):  # a short write: keep going, ENOSPC will surface as OSError
+                written += os.write(self._fd, buf[written:])
+            os.fdatasync(self._fd)
+            failpoints.hit("afterWALSave")
+        except OSError as exc:
+            self._poisoned = exc
+            raise WALError(f"cannot persist to WAL {self.segments[-1]}: {exc}") from exc
+        self._size += len(buf)
+        if hard_state is not None:
+            self._hard_state = hard_state
+        if entries:
+            self._next_index = entries[-1].index + 1
+
+    def save_snapshot_mark(self, index: int, term: int) -> None:
+        """Records that entries up to index are covered by a snapshot (durable on return)."""
+        body = _frame((SNAPSHOT, index, term))
+        try:
+            os.write(self._fd, body)
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self._poisoned = exc
+            raise WALError(f"cannot persist to WAL {self.segments[-1]}: {exc}") from exc
+        self._size += len(body)
+
+    def release_to(self, index: int) -> None:
+        """Deletes whole segments holding only entries below index (never the open one)."""
+        keep_from = len(self.segments) - 1
+        for i in range(1, len(self.segments)):
+            m = _NAME.match(self.segments[i].name)
+            assert m is not None
+            if int(m.group(2), 16) > index:
+                keep_from = i - 1
+                break
+        for path in self.segments[:keep_from]:
+            path.unlink()
+        if keep_from:
+            self.segments = self.segments[keep_from:]
+            _fsync_dir(self.dir)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+SECTOR = 512
+
+
+def _has_zero_sector(data: bytes, pos: int) -> bool:
+    """True when a sector-aligned piece of data[pos:] is all zeros: a write the disk never made.
+
+    Sector writes are atomic, so a torn record is one whose later sectors were never written.
+    """
+    start = pos
+    while start < len(data):
+        stop = min(len(data), (start // SECTOR + 1) * SECTOR)
+        if not data[start:stop].strip(b"\x00"):
+            return True
+        start = stop
+    return False
+
+
+def _truncate(path: Path, size: int) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
