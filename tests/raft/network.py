@@ -110,6 +110,8 @@ class Network:
         self.trace: Callable[[Message], None] | None = None
         for i in self.ids + self.learners:
             self.add_node(i, bootstrap=bootstrap)
+        if bootstrap:
+            self.stabilize()  # persist and apply the bootstrap conf changes
 
     def make_config(self, node_id: int) -> Config:
         cfg = dict(self.cfg)
