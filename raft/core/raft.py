@@ -76,6 +76,7 @@ class Raft:
     __slots__ = (
         "_bcast_commit",
         "_bcast_pending",
+        "_commit_sent",
         "_read_bcast_pending",
         "_step",
         "_tick",
@@ -139,6 +140,7 @@ class Raft:
         self._bcast_pending = False
         self._bcast_commit = False
         self._read_bcast_pending = False
+        self._commit_sent: dict[int, int] = {}  # peer -> last commit index sent in a MsgApp
         self._step: Callable[[Message], None] = self._step_follower
         self._tick: Callable[[], None] = self._tick_election
 
@@ -232,10 +234,10 @@ class Raft:
             for pid in self.prs.progress:
                 if pid == self.id:
                     continue
-                sent = False
                 while self._maybe_send_append(pid, False):
-                    sent = True
-                if not sent and commit:
+                    pass
+                # Commit-only MsgApp, unless this peer was already told this commit index.
+                if commit and self._commit_sent.get(pid) != self.raft_log.committed:
                     self._maybe_send_append(pid, True)
 
     def _bcast_append(self, commit: bool = True) -> None:
@@ -260,6 +262,7 @@ class Raft:
         if not ents and not send_if_empty:
             return False
         m = Message(_APP, to=to, index=pr.next - 1, log_term=prev_term, commit=log.committed)
+        self._commit_sent[to] = log.committed
         if ents:
             m.entries = ents
             if pr.state == _REPLICATE:
@@ -326,6 +329,7 @@ class Raft:
         self.read_only = ReadOnly(self.read_only.lease_based)
         self.pending_read_index_messages = []
         self._bcast_pending = self._bcast_commit = self._read_bcast_pending = False
+        self._commit_sent = {}
 
     def become_follower(self, term: int, lead: int) -> None:
         self._step = self._step_follower
