@@ -82,8 +82,8 @@ class KVStore:
         key_lease: dict[bytes, int] = {}
         last_main = 0
         with backend.begin_read() as txn:
-            scheduled = backend.get_meta(txn, SCHEDULED_COMPACT, 0)
-            finished = backend.get_meta(txn, FINISHED_COMPACT, 0)
+            scheduled = backend.get_meta(txn, SCHEDULED_COMPACT, -1)
+            finished = backend.get_meta(txn, FINISHED_COMPACT, -1)
             for raw_rev, raw_kv in backend.iter_revisions(txn):
                 try:
                     main, sub, tombstone = bytes_to_rev(raw_rev)
@@ -104,8 +104,7 @@ class KVStore:
                         key_lease.pop(kv.key, None)
                 last_main = main
         self.current_rev = max(last_main, finished, scheduled, 1)
-        if finished:
-            self.compact_main_rev = finished
+        self.compact_main_rev = finished
         if self.leases is not None:
             for key, lease_id in key_lease.items():
                 self.leases.attach(lease_id, key)
@@ -201,13 +200,14 @@ class KVStore:
                     continue
                 if deleted >= batch:
                     break
-                positioned = cursor.delete()  # moves to the next record
+                cursor.delete()  # moves to the next record, if there is one
+                positioned = bool(cursor.key())
                 deleted += 1
             if positioned:
                 job.resume_from = cursor.key()
             else:
                 job.done = True
-                if backend.get_meta(txn, FINISHED_COMPACT, 0) < job.rev:
+                if backend.get_meta(txn, FINISHED_COMPACT, -1) < job.rev:
                     backend.put_meta(txn, FINISHED_COMPACT, job.rev)
         return job.done
 

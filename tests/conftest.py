@@ -1,0 +1,26 @@
+"""Shared fixtures: real raftkv and etcd member processes for integration tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.procs import ETCD, ETCDCTL, EtcdMember, RaftkvMember
+
+
+@pytest.fixture
+def raftkv(tmp_path: Path) -> Iterator[RaftkvMember]:
+    member = RaftkvMember("m1", tmp_path / "m1.etcd").start()
+    yield member
+    member.stop()
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdMember]:
+    if ETCD is None or ETCDCTL is None:
+        pytest.fail("etcd-server and etcd-client must be installed (scripts/test installs them)")
+    member = EtcdMember("ref", tmp_path / "ref.etcd").start()
+    yield member
+    member.stop()

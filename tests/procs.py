@@ -1,0 +1,165 @@
+"""Real processes for integration tests: raftkv members, reference etcd members, etcdctl.
+
+Everything listens on 127.0.0.1 on ports picked free at start; data lives in pytest's tmp dirs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from proto.etcdserverpb import rpc_pb2 as pb
+from proto.etcdserverpb import rpc_pb2_grpc
+
+REPO = Path(__file__).resolve().parent.parent
+ETCD = shutil.which("etcd")
+ETCDCTL = shutil.which("etcdctl")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Process:
+    """A server process with a client port; started by start(), stopped by stop() or kill()."""
+
+    def __init__(self, name: str, data_dir: Path, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.peer_port = free_port()
+        self.env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = data_dir.parent / f"{name}.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, wait: bool = True) -> Process:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            cwd=self.data_dir.parent,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.endpoint) as channel:
+            stub = rpc_pb2_grpc.MaintenanceStub(channel)
+            while True:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    stub.Status(pb.StatusRequest(), timeout=1)
+                    return
+                except grpc.RpcError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{self.name} not ready on {self.endpoint}:\n{self.log()}") from None
+                    time.sleep(0.05)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._log.close()
+        self.proc = None
+        return code
+
+    def kill(self) -> int:
+        return self.stop(signal.SIGKILL)
+
+
+class RaftkvMember(Process):
+    def __init__(self, name: str, data_dir: Path, extra: list[str] | None = None, **kw: object) -> None:
+        super().__init__(name, data_dir, **kw)  # type: ignore[arg-type]
+        self.extra = extra or []
+
+    def command(self) -> list[str]:
+        url = f"http://127.0.0.1:{self.port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        return [
+            sys.executable,
+            "-m",
+            "raftkv_cmd.main",
+            "serve",
+            f"--name={self.name}",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={url}",
+            f"--advertise-client-urls={url}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster={self.name}={peer}",
+            *self.extra,
+        ]
+
+
+class EtcdMember(Process):
+    def __init__(self, name: str, data_dir: Path, extra: list[str] | None = None, **kw: object) -> None:
+        super().__init__(name, data_dir, **kw)  # type: ignore[arg-type]
+        self.extra = extra or []
+
+    def command(self) -> list[str]:
+        assert ETCD is not None, "etcd is not installed (apt-get install etcd-server)"
+        url = f"http://127.0.0.1:{self.port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        return [
+            ETCD,
+            f"--name={self.name}",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={url}",
+            f"--advertise-client-urls={url}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster={self.name}={peer}",
+            "--log-level=error",
+            *self.extra,
+        ]
+
+
+def etcdctl(
+    endpoint: str, *args: str, stdin: str | None = None, check: bool = False, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
+    assert ETCDCTL is not None, "etcdctl is not installed (apt-get install etcd-client)"
+    result = subprocess.run(
+        [ETCDCTL, f"--endpoints={endpoint}", "--command-timeout=5s", "--dial-timeout=2s", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ETCDCTL_API": "3"},
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"etcdctl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return result
