@@ -15,10 +15,11 @@ acknowledge what it saved only after ``save`` returns. A failed write or sync po
 every later call raises ``WALError``, since after a failed fsync nothing about the file can be
 trusted (the member must stop).
 
-Recovery (``WAL.open``): a record cut short at the end of the last segment, or a zero-filled
-tail, is a torn write from a crash and is truncated away (it was never acknowledged). Any other
-damage, a bad CRC with data after it, a record that does not decode, a gap in the entries,
-refuses to start with a ``StartupError`` naming the file and offset: nothing is dropped silently.
+Recovery (``WAL.open``): a record cut short at the end of the last segment, or one whose unwritten
+sectors are still zero, with no intact record after it, is a torn write from a crash and is
+truncated away (it was never acknowledged). Any other damage (a bad CRC in written data, an intact
+record after the damage, a record that does not decode, a gap in the entries) refuses to start
+with a ``StartupError`` naming the file and offset: nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -147,7 +148,9 @@ class WAL:
                         if zlib.crc32(body) != crc:
                             problem = "CRC mismatch"
                 if problem is not None:
-                    torn = problem != "CRC mismatch" or _has_zero_sector(data, pos)
+                    torn = (problem != "CRC mismatch" or _has_zero_sector(data, pos)) and not _valid_record_after(
+                        data, pos
+                    )
                     if last and torn:
                         log.warning(
                             "repairing torn WAL tail",
@@ -308,6 +311,18 @@ def _has_zero_sector(data: bytes, pos: int) -> bool:
         if not data[start:stop].strip(b"\x00"):
             return True
         start = stop
+    return False
+
+
+def _valid_record_after(data: bytes, pos: int) -> bool:
+    """True when an intact record starts anywhere after pos: the damage is not a torn tail."""
+    end = len(data)
+    unpack = _FRAME.unpack_from
+    for start in range(pos + 1, end - _FRAME.size):
+        length, crc = unpack(data, start)
+        stop = start + _FRAME.size + length
+        if length > 0 and stop <= end and zlib.crc32(data[start + _FRAME.size : stop]) == crc:
+            return True
     return False
 
 
