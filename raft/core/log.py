@@ -10,7 +10,7 @@ from __future__ import annotations
 from raft.core.errors import CompactedError, UnavailableError
 from raft.core.log_unstable import Unstable
 from raft.core.storage import Storage, limit_size
-from raft.core.types import Entry, Snapshot
+from raft.core.types import Entry, Snapshot, entry_size
 
 
 class RaftLog:
@@ -200,9 +200,16 @@ class RaftLog:
             ents = self.storage.entries(lo, stored_hi, max_size)
             if len(ents) < stored_hi - lo or hi <= u_off:
                 return ents
-            ents = ents + self.unstable.slice(u_off, hi)
-            return limit_size(ents, max_size)
-        return limit_size(self.unstable.slice(lo, hi), max_size)
+            if max_size is not None:
+                used = 0
+                for e in ents:
+                    used += entry_size(e)
+                if used >= max_size:
+                    return ents
+                # The first unstable entry may not fit; limit_size keeps at least one overall.
+                return limit_size(ents + self.unstable.slice(u_off, hi, max_size - used), max_size)
+            return ents + self.unstable.slice(u_off, hi)
+        return self.unstable.slice(lo, hi, max_size)
 
     def all_entries(self) -> list[Entry]:
         """Every entry still held (tests and debugging only)."""

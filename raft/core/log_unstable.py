@@ -7,6 +7,7 @@ driver has persisted them.
 
 from __future__ import annotations
 
+from raft.core.storage import limited_end
 from raft.core.types import Entry, Snapshot
 
 
@@ -78,8 +79,10 @@ class Unstable:
             del self.entries[after - self.offset :]
             self.entries.extend(ents)
 
-    def slice(self, lo: int, hi: int) -> list[Entry]:
+    def slice(self, lo: int, hi: int, max_size: int | None = None) -> list[Entry]:
+        """Entries [lo, hi), cut at max_size bytes (at least one)."""
         offset = self.offset
         if lo < offset or hi > offset + len(self.entries) or lo > hi:
             raise IndexError(f"unstable slice [{lo},{hi}) not in [{offset},{offset + len(self.entries)})")
-        return self.entries[lo - offset : hi - offset]
+        start = lo - offset
+        return self.entries[start : limited_end(self.entries, start, hi - offset, max_size)]

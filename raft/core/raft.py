@@ -835,8 +835,10 @@ class Raft:
             self.become_follower(self.term + 1, NONE)
             return False
         cs = md.conf_state
-        if self.id not in cs.voters and self.id not in cs.learners:
-            return False
+        # Unlike etcd we accept a snapshot whose ConfState does not list us: a member that
+        # joins after the leader's last snapshot gets exactly that, and learns of its own
+        # addition from the entries after it. Until then it is no voter here: it never
+        # campaigns, and its vote only counts for candidates that already list it.
         if log.match_term(md.index, md.term):
             # We already hold the entry the snapshot ends with: just commit up to it.
             log.commit_to(md.index)

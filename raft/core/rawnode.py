@@ -13,6 +13,17 @@ The driver loop, for each Ready `rd = node.ready()`, in this order:
    never before step 2). For a CONF_CHANGE entry, call `apply_conf_change`.
 5. Answer waiting linearizable reads from `rd.read_states` once applied >= index.
 6. Call `advance(rd)`. Do not call `ready()` again before that (it raises).
+
+Everything the node says in Ready N+1 (commit indexes, votes, acks) assumes Ready N was
+persisted; that is why a leader's MsgApp may overtake its own fsync but nothing else may.
+
+Starting: a founding member calls `bootstrap(peers)` on empty storage; a joining member
+starts on empty storage without bootstrapping. Restarting: rebuild the MemoryStorage from
+the WAL (`apply_snapshot`, `append`, `set_hard_state`), set `Config.applied` to what the
+state machine has applied (at least the snapshot index). The core rebuilds membership from
+the snapshot's ConfState plus the CONF_CHANGE entries up to `applied`; committed entries
+after `applied` come back in `committed_entries` and must be applied (conf changes again
+through `apply_conf_change`).
 """
 
 from __future__ import annotations

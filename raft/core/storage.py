@@ -52,6 +52,21 @@ class Storage(Protocol):
         ...
 
 
+def limited_end(ents: list[Entry], start: int, end: int, max_size: int | None) -> int:
+    """The end of the longest run ents[start:k] within max_size bytes (k > start if start < end).
+
+    Walks only as far as the limit, so cutting a long log costs the size of the result.
+    """
+    if max_size is None or end - start <= 1:
+        return end
+    size = entry_size(ents[start])
+    for k in range(start + 1, end):
+        size += entry_size(ents[k])
+        if size > max_size:
+            return k
+    return end
+
+
 def limit_size(ents: list[Entry], max_size: int | None) -> list[Entry]:
     """The longest prefix of ents within max_size bytes, but at least one entry."""
     if max_size is None or len(ents) <= 1:
@@ -89,7 +104,8 @@ class MemoryStorage:
             raise UnavailableError(f"entries up to {hi - 1} asked, last index is {offset + len(ents) - 1}")
         if len(ents) == 1:
             raise UnavailableError("no entries")
-        return limit_size(ents[lo - offset : hi - offset], max_size)
+        start = lo - offset
+        return ents[start : limited_end(ents, start, hi - offset, max_size)]
 
     def term(self, i: int) -> int:
         ents = self._ents

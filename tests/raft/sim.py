@@ -1,10 +1,14 @@
 """Deterministic simulation of a Raft cluster of real RawNodes on a seeded network and disk.
 
 One seed fixes everything: message delays, drops, duplicates and reordering, partitions that
-come and go, crashes and restarts, client proposals, compactions, leader transfers and
-ReadIndex requests. The disk keeps only what a node persisted from a Ready (entries, hard
-state, snapshot); a crash loses the rest, and the node restarts as a new RawNode over a
-MemoryStorage rebuilt from that durable state. After every step the checkers assert:
+come and go, crashes and restarts, client proposals, compactions, leader transfers,
+ReadIndex requests and membership changes (spare nodes join as learners and are promoted,
+voters are removed, the leader included). Leaders sometimes send their MsgApp before their
+own persist completes (thesis §10.2.1), and crash in between.
+
+The disk keeps only what a node persisted from a Ready (entries, hard state, snapshot); a
+crash loses the rest, and the node restarts as a new RawNode over a MemoryStorage rebuilt
+from that durable state. After every step the checkers assert:
 
 - Election Safety: at most one leader per term, ever.
 - Log Matching: entries with the same (index, term) carry the same data and follow the same
@@ -40,6 +44,7 @@ import msgpack
 
 from raft.core import (
     ConfChange,
+    ConfChangeType,
     Config,
     Entry,
     EntryType,
@@ -84,6 +89,9 @@ class SimOptions:
     compact: float = 0.004
     transfer: float = 0.002
     read: float = 0.02
+    conf_change: float = 0.002  # per step: the leader proposes a membership change
+    spares: int = 2  # extra node ids that may join (as learners, then promoted)
+    leader_early_send: float = 0.5  # per leader Ready: send MsgApp before persisting (§10.2.1)
     liveness_ticks: int = 400
     bug: str = ""  # inject a known bug: double_vote, commit_old_term, forget_fsync
     verbose: bool = False
@@ -134,6 +142,7 @@ class SimNode:
     sm_hash: bytes = b""
     seen_commit: int = 0
     role: StateRole = StateRole.FOLLOWER
+    joined: bool = True  # spare nodes are not running until the cluster adds them
 
     @property
     def up(self) -> bool:
@@ -193,10 +202,11 @@ class Sim:
         self.rng = random.Random(seed)
         self.now = 0
         self.ids = list(range(1, self.opts.nodes + 1))
-        self.nodes = {i: SimNode(i, phase=self.rng.randrange(TICK)) for i in self.ids}
+        self.all_ids = list(range(1, self.opts.nodes + self.opts.spares + 1))
+        self.nodes = {i: SimNode(i, phase=self.rng.randrange(TICK), joined=i in self.ids) for i in self.all_ids}
         self.net: list[tuple[int, int, int, int, list]] = []  # (deliver_at, seq, frm, to, wire)
         self.seq = 0
-        self.group: dict[int, int] = dict.fromkeys(self.ids, 0)  # partition: same group can talk
+        self.group: dict[int, int] = dict.fromkeys(self.all_ids, 0)  # partition: same group can talk
         self.trace = hashlib.blake2b(digest_size=16)
         # checker state
         self.leaders: dict[int, int] = {}  # term -> leader id
@@ -212,7 +222,8 @@ class Sim:
         self.reads_done = 0
         self.events: dict[str, int] = {}
         for n in self.nodes.values():
-            self._start(n, bootstrap=True)
+            if n.joined:
+                self._start(n, bootstrap=True)
 
     # -- logging / failures -------------------------------------------------------------------
 
@@ -332,11 +343,21 @@ class Sim:
         while raw.has_ready():
             rd = raw.ready()
             self._check_new_entries(n, rd)
+            msgs = rd.messages
+            if raw.role == StateRole.LEADER and self.rng.random() < self.opts.leader_early_send:
+                # Thesis §10.2.1: a leader may replicate in parallel with its own disk write.
+                for m in msgs:
+                    if m.type == MessageType.APP:
+                        self._send(m)
+                msgs = [m for m in msgs if m.type != MessageType.APP]
+                if self.rng.random() < self.opts.crash_mid_ready:
+                    self._crash(n, "leader sent MsgApp, crashed before persisting")
+                    return
             self._persist(n, rd)
             if self.rng.random() < self.opts.crash_mid_ready:
                 self._crash(n, "after persist, before send")
                 return
-            for m in rd.messages:
+            for m in msgs:
                 self._send(m)
             self._apply(n, rd)
             for rs in rd.read_states:
@@ -469,19 +490,19 @@ class Sim:
         up = [n for n in self.nodes.values() if n.raw is not None]
         if r.random() < o.partition:
             if r.random() < 0.5:
-                iso = r.choice(self.ids)
-                self.group = {i: int(i == iso) for i in self.ids}
+                iso = r.choice(self.all_ids)
+                self.group = {i: int(i == iso) for i in self.all_ids}
             else:
-                self.group = {i: r.randrange(2) for i in self.ids}
+                self.group = {i: r.randrange(2) for i in self.all_ids}
             self.log(f"partition {self.group}")
             self.count("partition")
         elif r.random() < o.heal and any(self.group.values()):
-            self.group = dict.fromkeys(self.ids, 0)
+            self.group = dict.fromkeys(self.all_ids, 0)
             self.log("heal")
         if up and r.random() < o.crash:
             self._crash(r.choice(up), "random")
         for n in self.nodes.values():
-            if n.raw is None and 0 <= n.down_until <= self.now:
+            if n.raw is None and n.joined and 0 <= n.down_until <= self.now:
                 self._start(n)
         up = [n for n in self.nodes.values() if n.raw is not None]
         if not up:
@@ -493,10 +514,12 @@ class Sim:
         if r.random() < o.transfer:
             leaders = [n for n in up if n.raw.role == StateRole.LEADER]  # type: ignore[union-attr]
             if leaders:
-                target = r.choice(self.ids)
+                target = r.choice(self.all_ids)
                 self.log(f"transfer leadership n{leaders[0].id} -> n{target}")
                 self.count("transfer")
                 leaders[0].raw.transfer_leader(target)  # type: ignore[union-attr]
+        if r.random() < o.conf_change:
+            self._conf_change([n for n in up if n.raw.role == StateRole.LEADER])  # type: ignore[union-attr]
         if r.random() < o.read:
             n = r.choice(up)
             ctx = b"r%d" % self.seq
@@ -506,6 +529,33 @@ class Sim:
             except ProposalDroppedError:
                 return
             self.pending_reads[ctx] = (n.id, self.max_applied)
+
+    def _conf_change(self, leaders: list[SimNode]) -> None:
+        """Promote a learner, add a spare node as a learner, or remove a voter (maybe the leader)."""
+        if not leaders:
+            return
+        leader = leaders[0]
+        prs = leader.raw.raft.prs  # type: ignore[union-attr]
+        spares = [n for n in self.nodes.values() if not n.joined]
+        r = self.rng
+        if prs.learners:
+            cc = ConfChange(ConfChangeType.ADD_NODE, min(prs.learners))
+        elif spares and r.random() < 0.6:
+            cc = ConfChange(ConfChangeType.ADD_LEARNER_NODE, spares[0].id)
+        elif len(prs.voters) > 3:
+            cc = ConfChange(ConfChangeType.REMOVE_NODE, r.choice(sorted(prs.voters)))
+        else:
+            return
+        try:
+            leader.raw.propose_conf_change(cc)  # type: ignore[union-attr]
+        except ProposalDroppedError:
+            return
+        self.log(f"n{leader.id} proposes {cc.type.name} {cc.node_id}")
+        self.count("conf_change_proposed")
+        if cc.type == ConfChangeType.ADD_LEARNER_NODE:
+            # The new member starts empty; the leader sends it the log or a snapshot.
+            spares[0].joined = True
+            self._start(spares[0])
 
     def _propose(self, n: SimNode) -> bool:
         self.proposed += 1
@@ -550,12 +600,12 @@ class Sim:
         self._check_after_step()
 
     def heal(self) -> None:
-        self.group = dict.fromkeys(self.ids, 0)
+        self.group = dict.fromkeys(self.all_ids, 0)
         for n in self.nodes.values():
-            if n.raw is None:
+            if n.raw is None and n.joined:
                 self._start(n)
         o = self.opts
-        o.drop = o.dup = o.partition = o.crash = o.crash_mid_ready = o.transfer = 0.0
+        o.drop = o.dup = o.partition = o.crash = o.crash_mid_ready = o.transfer = o.conf_change = 0.0
         self.log("heal all")
 
     def run(self) -> str:
@@ -571,6 +621,14 @@ class Sim:
                 self.fail(f"raft.core raised {type(e).__name__}: {e}")
         return self.trace.hexdigest()
 
+    def _members(self) -> list[SimNode]:
+        """The nodes of the current configuration (removed ones need not catch up)."""
+        leaders = [n for n in self.nodes.values() if n.raw and n.raw.role == StateRole.LEADER]
+        if not leaders:
+            return [n for n in self.nodes.values() if n.joined]
+        prs = leaders[0].raw.raft.prs  # type: ignore[union-attr]
+        return [self.nodes[i] for i in sorted(prs.voters | prs.learners)]
+
     def _liveness(self) -> None:
         """After healing: a leader, a final proposal committed, and every node caught up."""
         o = self.opts
@@ -582,7 +640,7 @@ class Sim:
             self.step()
             if marker in self.acked:
                 target = self.max_applied
-                if all(n.sm_index >= target for n in self.nodes.values()):
+                if all(n.sm_index >= target for n in self._members()):
                     break
             elif proposed_at < 0 or self.now - proposed_at > 20 * TICK:
                 leaders = [n for n in self.nodes.values() if n.raw and n.raw.role == StateRole.LEADER]
@@ -600,7 +658,8 @@ class Sim:
         for n in self.nodes.values():
             if self.global_hash.get(n.sm_index) != n.sm_hash:
                 self.fail(f"State Machine Safety: n{n.id} ended with a different state at {n.sm_index}")
-        missing = [v for v, i in self.acked.items() if i > min(n.sm_index for n in self.nodes.values())]
+        low = min(n.sm_index for n in self._members())
+        missing = [v for v, i in self.acked.items() if i > low]
         if missing:
             self.fail(f"acknowledged proposals not applied everywhere: {missing[:5]}", LivenessViolation)
 

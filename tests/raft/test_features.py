@@ -558,3 +558,26 @@ def test_config_validation():
         RawNode(Config(1, election_tick=1, heartbeat_tick=1), MemoryStorage())
     with pytest.raises(RaftError):
         RawNode(Config(1, read_only_lease_based=True, check_quorum=False), MemoryStorage())
+
+
+def test_member_added_after_compaction_installs_a_snapshot_without_itself():
+    """The leader's latest snapshot predates the new member; it still bootstraps from it and
+    learns of its own addition from the log entries after the snapshot."""
+    net = Network([1, 2, 3], bootstrap=True)
+    elect(net, 1)
+    for i in range(5):
+        net.propose(1, b"v%d" % i)
+    compact(net.nodes[1])
+    net.add_node(4, empty=True)
+    net.nodes[1].raw.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER_NODE, 4))
+    net.stabilize()
+    net.tick_all(3)
+    n4 = net.nodes[4]
+    assert n4.snapshots_applied and 4 not in net.nodes[1].storage.snapshot().metadata.conf_state.learners
+    assert n4.raft.is_learner and n4.raft.raft_log.committed == net.committed(1)
+    net.nodes[1].raw.propose_conf_change(ConfChange(ConfChangeType.ADD_NODE, 4))
+    net.stabilize()
+    net.tick_all(2)
+    assert n4.raft.promotable()
+    net.propose(4, b"hello")
+    assert n4.applied[-1][2] == b"hello"
