@@ -51,13 +51,15 @@ class RaftLog:
 
     def term(self, i: int) -> int:
         """Term of entry i. Raises CompactedError below first_index()-1, UnavailableError past the end."""
-        t = self.unstable.maybe_term(i)
+        u = self.unstable
+        t = u.maybe_term(i)
         if t is not None:
             return t
-        if i < self.first_index() - 1:
-            raise CompactedError(f"term of {i} is compacted")
-        if i > self.last_index():
+        if i >= u.offset:
             raise UnavailableError(f"term of {i} is past the last index {self.last_index()}")
+        if u.snapshot is not None:
+            raise CompactedError(f"term of {i} is before the pending snapshot")
+        # Below the unstable part: storage knows it (or raises CompactedError itself).
         return self.storage.term(i)
 
     def term_or_zero(self, i: int) -> int:
