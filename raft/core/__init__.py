@@ -3,6 +3,11 @@
 No I/O, no clock (time is `RawNode.tick()`), no global randomness (election jitter comes
 from `Config.rng`). A driver feeds ticks, proposals and peer messages into a `RawNode`
 and handles each `Ready` it returns; see `raft.core.rawnode` for the exact obligations.
+
+Modules, one job each: types (values and wire form), errors, config, storage (Storage
+protocol, MemoryStorage), log_unstable + log (the log split by durability), quorum (vote
+and commit maths), inflights + progress + tracker (per-follower replication state and
+membership), read_only (ReadIndex), raft (the state machine), rawnode (RawNode and Ready).
 """
 
 from raft.core.config import Config, RandomSource
