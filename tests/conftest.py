@@ -24,3 +24,17 @@ def etcd(tmp_path: Path) -> Iterator[EtcdMember]:
     member = EtcdMember("ref", tmp_path / "ref.etcd").start()
     yield member
     member.stop()
+
+
+@pytest.fixture(params=["raftkv", "etcd"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RaftkvMember | EtcdMember]:
+    """The same test against raftkv and against the reference etcd (the oracle)."""
+    if request.param == "etcd":
+        if ETCD is None:
+            pytest.fail("etcd-server must be installed (scripts/test installs it)")
+        member: RaftkvMember | EtcdMember = EtcdMember("ref", tmp_path / "ref.etcd")
+    else:
+        member = RaftkvMember("m1", tmp_path / "m1.etcd")
+    member.start()
+    yield member
+    member.stop()

@@ -63,19 +63,19 @@ class Process:
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:
+        """Waits until the member answers Status (a fresh channel each try: no reconnect backoff)."""
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.endpoint) as channel:
-            stub = rpc_pb2_grpc.MaintenanceStub(channel)
-            while True:
-                if self.proc is not None and self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
-                try:
-                    stub.Status(pb.StatusRequest(), timeout=1)
-                    return
-                except grpc.RpcError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{self.name} not ready on {self.endpoint}:\n{self.log()}") from None
-                    time.sleep(0.05)
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with grpc.insecure_channel(self.endpoint) as channel:
+                    rpc_pb2_grpc.MaintenanceStub(channel).Status(pb.StatusRequest(), timeout=1, wait_for_ready=True)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.name} not ready on {self.endpoint}:\n{self.log()}") from None
+                time.sleep(0.05)
 
     def log(self) -> str:
         try:
