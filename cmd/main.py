@@ -28,12 +28,30 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    from raftkv_cmd import cluster
+
+    extra = args.member_args[1:] if args.member_args[:1] == ["--"] else args.member_args
+    return cluster.run(args, extra)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raftkv", description="An etcd-compatible, Raft-replicated key-value store.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run one member (takes etcd's flags and ETCD_* variables)")
     config.add_flags(serve)
     serve.set_defaults(func=_serve)
+    cluster = sub.add_parser(
+        "cluster",
+        help="start a local cluster of members on 127.0.0.1 (Ctrl-C stops it)",
+        description="Starts members as child processes, prints the endpoints, streams their logs. "
+        "Arguments after -- are passed to every member (etcd flags such as --snapshot-count=1000).",
+    )
+    from raftkv_cmd import cluster as cluster_cmd
+
+    cluster_cmd.add_arguments(cluster)
+    cluster.add_argument("member_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    cluster.set_defaults(func=_cluster)
     return parser
 
 

@@ -10,6 +10,7 @@ durable log, the stand-in used before Raft existed and kept for single-member te
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 
@@ -20,6 +21,33 @@ class CommittedEntry(Protocol):
 
 
 ApplyFn = Callable[[Sequence[CommittedEntry]], None]
+
+
+class StateMachine(Protocol):
+    """What a Raft node needs from the state it replicates (the member's store)."""
+
+    @property
+    def applied_index(self) -> int: ...
+
+    def apply_entries(self, entries: Sequence[CommittedEntry]) -> None:
+        """Applies committed normal entries, in order."""
+        ...
+
+    def apply_conf_change(self, index: int, term: int, kind: str, member_id: int, context: bytes) -> None:
+        """Applies a committed membership change ("add", "add_learner" or "remove")."""
+        ...
+
+    def sync(self) -> None:
+        """Makes everything applied so far durable (blocking; called from a worker thread)."""
+        ...
+
+    def snapshot_file(self, directory: Path) -> Path:
+        """Writes a consistent copy of the state into directory and returns it (worker thread)."""
+        ...
+
+    def install_snapshot(self, path: Path) -> None:
+        """Replaces the whole state by the snapshot file at path (on the event loop)."""
+        ...
 
 
 class ReplicatedLog(Protocol):
@@ -45,6 +73,6 @@ class ReplicatedLog(Protocol):
         """An index such that once it is applied, local reads are linearizable."""
         ...
 
-    async def start(self, apply: ApplyFn) -> None: ...
+    async def start(self, sm: StateMachine) -> None: ...
 
     async def stop(self) -> None: ...

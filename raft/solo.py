@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kvstore.errors import StartupError, Stopped, TooManyRequests
 from raft import failpoints
-from raft.api import ApplyFn
+from raft.api import ApplyFn, StateMachine
 from raft.wal import WAL, WalEntry
 
 log = logging.getLogger("raftkv.solo")
@@ -55,7 +55,8 @@ class SoloLog:
     def commit_index(self) -> int:
         return self._commit
 
-    async def start(self, apply: ApplyFn) -> None:
+    async def start(self, sm: StateMachine) -> None:
+        apply = sm.apply_entries
         self._apply = apply
         loop = asyncio.get_running_loop()
         self.fatal = loop.create_future()

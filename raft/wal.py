@@ -6,12 +6,16 @@ segment starts when the current one passes ``SEGMENT_BYTES``. Each record is fra
     u32 length (little-endian) | u32 CRC-32 of the payload | payload (msgpack array)
 
 Payloads: ``[METADATA, member_id, cluster_id]`` opens every segment; ``[ENTRY, term, index,
-type, data]``; ``[HARD_STATE, term, vote, commit]``; ``[SNAPSHOT, index, term]`` marks that
-entries up to index are covered by a snapshot. An entry whose index is at or below the last
-one read replaces the tail from there on (a follower's log being overwritten by a leader).
+type, data]``; ``[HARD_STATE, term, vote, commit]``; ``[SNAPSHOT, index, term, voters, learners, replaces_log]``
+marks that entries up to index are covered by a snapshot (the backend, synced before the mark is
+written) whose membership was voters and learners; a snapshot received from the leader
+(``replaces_log``) also discards every entry read so far, as it replaces the whole log. An entry
+whose index is at or below the last one read replaces the tail from there on (a follower's log
+being overwritten by a leader).
 
-``save`` writes a batch of records with one ``write`` and one ``fdatasync``: a caller may
-acknowledge what it saved only after ``save`` returns. A failed write or sync poisons the WAL:
+``save`` writes a batch of records with one ``write`` and one ``fdatasync`` (``sync=False`` skips
+the sync, for a commit index alone): a caller may acknowledge what it saved only after ``save``
+returns. A failed write or sync poisons the WAL:
 every later call raises ``WALError``, since after a failed fsync nothing about the file can be
 trusted (the member must stop).
 
@@ -77,6 +81,8 @@ class WalState:
     commit: int = 0
     snapshot_index: int = 0
     snapshot_term: int = 0
+    snapshot_voters: tuple[int, ...] = ()
+    snapshot_learners: tuple[int, ...] = ()
     entries: list = field(default_factory=list)  # entries after snapshot_index, contiguous
 
 
@@ -176,10 +182,15 @@ class WAL:
                     elif kind == HARD_STATE:
                         _, state.term, state.vote, state.commit = rec
                     elif kind == SNAPSHOT:
-                        _, sindex, sterm = rec
+                        _, sindex, sterm, voters, learners, replaces_log = rec
                         state.snapshot_index, state.snapshot_term = sindex, sterm
-                        entries[:] = [e for e in entries if e.index > sindex]
-                        last_index = max(last_index, sindex)
+                        state.snapshot_voters, state.snapshot_learners = tuple(voters), tuple(learners)
+                        if replaces_log:
+                            entries.clear()
+                            last_index = sindex
+                        else:
+                            entries[:] = [e for e in entries if e.index > sindex]
+                            last_index = max(last_index, sindex)
                     elif kind == METADATA:
                         _, mid, cid = rec
                         if state.member_id and (mid, cid) != (state.member_id, state.cluster_id):
@@ -230,8 +241,10 @@ class WAL:
 
     # ---- writing ----
 
-    def save(self, entries: Sequence[EntryLike] = (), hard_state: tuple[int, int, int] | None = None) -> None:
-        """Appends entries, then the hard state (term, vote, commit), durably (one fdatasync)."""
+    def save(
+        self, entries: Sequence[EntryLike] = (), hard_state: tuple[int, int, int] | None = None, sync: bool = True
+    ) -> None:
+        """Appends entries, then the hard state (term, vote, commit), durably (one fdatasync) when sync."""
         if self._poisoned is not None:
             raise WALError(f"WAL in {self.dir} failed earlier and cannot be written: {self._poisoned}")
         parts = []
@@ -254,7 +267,8 @@ class WAL:
             written = os.write(self._fd, buf)
             while written < len(buf):  # a short write: keep going, ENOSPC will surface as OSError
                 written += os.write(self._fd, buf[written:])
-            os.fdatasync(self._fd)
+            if sync or entries:
+                os.fdatasync(self._fd)
             failpoints.hit("afterWALSave")
         except OSError as exc:
             self._poisoned = exc
@@ -265,9 +279,16 @@ class WAL:
         if entries:
             self._next_index = entries[-1].index + 1
 
-    def save_snapshot_mark(self, index: int, term: int) -> None:
+    def save_snapshot_mark(
+        self,
+        index: int,
+        term: int,
+        voters: Sequence[int] = (),
+        learners: Sequence[int] = (),
+        replaces_log: bool = False,
+    ) -> None:
         """Records that entries up to index are covered by a snapshot (durable on return)."""
-        body = _frame((SNAPSHOT, index, term))
+        body = _frame((SNAPSHOT, index, term, list(voters), list(learners), replaces_log))
         try:
             os.write(self._fd, body)
             os.fdatasync(self._fd)

@@ -16,9 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import msgpack
+
 from kvstore.apply.codec import Op, decode_request
 from kvstore.apply.kv import LeaseLookup, do_delete_range, do_put, do_txn
 from kvstore.errors import EtcdError, LeaseNotFound
+from kvstore.membership import MemberInfo, Membership
 from kvstore.mvcc.store import CompactionJob, KVStore, WriteTxn
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.mvccpb.kv_pb2 import KeyValue
@@ -42,7 +45,28 @@ class Applier:
         self.leases = leases
         self.on_changes = on_changes
         backend = store.backend
+        self.membership = Membership(backend)
         self.applied_index, self.applied_term = backend.consistent_index()
+
+    def apply_conf_change(
+        self, index: int, term: int, kind: str, member_id: int, context: bytes, known: MemberInfo | None
+    ) -> None:
+        """Applies a committed membership change entry: kind is "add", "add_learner" or "remove".
+
+        known describes the member when the entry carries no context (a bootstrapped cluster's
+        first entries, whose members every founding member knows from --initial-cluster).
+        """
+        if index <= self.applied_index:
+            return
+        backend = self.store.backend
+        with backend.begin_write() as txn:
+            if kind == "remove":
+                self.membership.remove(txn, member_id)
+            else:
+                self.membership.add(txn, member_id, context, kind == "add_learner", known)
+            backend.put_meta(txn, b"consistent_index", index)
+            backend.put_meta(txn, b"term", term)
+        self.applied_index, self.applied_term = index, term
 
     def apply(self, entries: Sequence[tuple[int, int, bytes]]) -> list[tuple[int, ApplyResult]]:
         """Applies (index, term, data) entries; returns (request id, result) per request entry.
@@ -79,6 +103,10 @@ class Applier:
 
     def _apply_one(self, txn: object, op: int, body: bytes, changes: list) -> ApplyResult:
         store = self.store
+        if op == Op.MEMBER_ATTRS:
+            member_id, name, client_urls = msgpack.unpackb(body)
+            self.membership.publish(txn, member_id, name, client_urls)
+            return None
         if op == Op.COMPACT:
             req = pb.CompactionRequest.FromString(body)
             try:

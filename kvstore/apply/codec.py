@@ -21,6 +21,7 @@ class Op(IntEnum):
     LEASE_REVOKE = 6
     LEASE_CHECKPOINT = 7
     ALARM = 8
+    MEMBER_ATTRS = 9  # body: msgpack [member id, name, client urls]
 
 
 _packb = msgpack.packb

@@ -16,13 +16,19 @@ import contextlib
 import heapq
 import itertools
 import logging
+import os
 import secrets
+import shutil
 import time
 from collections.abc import Sequence
+from pathlib import Path
+
+import msgpack
 
 from kvstore.apply import Applier, CompactResult, Op, encode_request
 from kvstore.config import ServerConfig
-from kvstore.errors import EtcdError, RequestTooLarge, Timeout
+from kvstore.errors import EtcdError, RequestTooLarge, Stopped, Timeout
+from kvstore.membership import MemberInfo
 from kvstore.mvcc import Backend, KVStore
 from kvstore.mvcc.store import CompactionJob
 from proto.etcdserverpb import rpc_pb2 as pb
@@ -43,6 +49,8 @@ class Member:
         self.store = KVStore(backend)
         self.applier = Applier(self.store)
         self.log = replicated_log
+        self.known_members = {mid: MemberInfo(mid, name, urls) for mid, (name, urls) in cfg.members.items()}
+        self._snapshot_seq = itertools.count()
         self._ids = itertools.count(secrets.randbits(62))
         self._waiters: dict[int, tuple[asyncio.Future, float]] = {}
         self._applied_waiters: list[tuple[int, int, asyncio.Future]] = []  # heap of (index, seq, future)
@@ -58,12 +66,13 @@ class Member:
     # ---- lifecycle ----
 
     async def start(self) -> None:
-        await self.log.start(self.apply_entries)
+        await self.log.start(self)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._expire_waiters(), name="expire-waiters"),
             loop.create_task(self._run_compactions(), name="compactions"),
             loop.create_task(self._sync_backend(), name="backend-sync"),
+            loop.create_task(self._publish_attributes(), name="publish-attributes"),
         ]
         if self.store.pending_compactions:
             self._compaction_wakeup.set()
@@ -76,6 +85,50 @@ class Member:
                 await task
         await self.log.stop()
         self.backend.close()
+
+    async def _publish_attributes(self) -> None:
+        """Records this member's name and client URLs in the log (what MemberList shows), as etcd does."""
+        cfg = self.cfg
+        body = msgpack.packb([self.member_id, cfg.name, cfg.advertise_client_urls])
+        while True:
+            info = self.applier.membership.members.get(self.member_id)
+            if info is not None and info.name == cfg.name and info.client_urls == cfg.advertise_client_urls:
+                return
+            if info is None:  # not a member (yet): the conf change adding us has not been applied
+                await asyncio.sleep(1)
+                continue
+            try:
+                await self.propose(Op.MEMBER_ATTRS, body)
+            except (EtcdError, Stopped):
+                await asyncio.sleep(0.5)
+
+    # ---- the state machine the log drives (raft.api.StateMachine) ----
+
+    def apply_conf_change(self, index: int, term: int, kind: str, member_id: int, context: bytes) -> None:
+        self.applier.apply_conf_change(index, term, kind, member_id, context, self.known_members.get(member_id))
+
+    def sync(self) -> None:
+        self.backend.sync()
+
+    def snapshot_file(self, directory: Path) -> Path:
+        """A consistent, compacted copy of the backend (LMDB copies from one read transaction)."""
+        out = directory / f"outgoing-{os.getpid()}-{next(self._snapshot_seq)}"
+        out.mkdir(parents=True)
+        self.backend.env.copy(str(out), compact=True)
+        return out / "data.mdb"
+
+    def install_snapshot(self, path: Path) -> None:
+        """Replaces the backend by a snapshot received from the leader and reloads everything from it."""
+        db_dir = self.backend.path
+        self.backend.close()
+        (db_dir / "lock.mdb").unlink(missing_ok=True)
+        os.replace(path, db_dir / "data.mdb")
+        if path.parent.name.startswith("outgoing-"):
+            shutil.rmtree(path.parent, ignore_errors=True)
+        self.backend = Backend(db_dir)
+        self.store = KVStore(self.backend)
+        self.applier = Applier(self.store)
+        log.info("installed snapshot", extra={"applied_index": self.applied_index, "revision": self.store.current_rev})
 
     # ---- the write path ----
 

@@ -173,3 +173,14 @@ def test_any_bit_flip_before_the_last_record_is_refused(tmp_path: Path) -> None:
         with pytest.raises(StartupError):
             WAL.open(tmp_path)
         assert path.read_bytes() == bytes(bad), f"offset {offset}: the file was modified"
+
+
+def test_received_snapshot_replaces_the_whole_log(tmp_path: Path) -> None:
+    w = WAL.create(tmp_path, 1, 1)
+    w.save(entries(1, 8, term=1))  # a stale follower's log, partly conflicting with the leader's
+    w.save_snapshot_mark(5, 3, voters=[1, 2, 3], replaces_log=True)
+    w.save(entries(6, 2, term=3))
+    w.close()
+    st = WAL.open(tmp_path)[1]
+    assert (st.snapshot_index, st.snapshot_voters) == (5, (1, 2, 3))
+    assert [(e.index, e.term) for e in st.entries] == [(6, 3), (7, 3)]
