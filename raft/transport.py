@@ -1,0 +1,717 @@
+"""Peer transport: Raft messages and snapshot files between members over asyncio TCP streams.
+
+Owns the peer listener, one long-lived outgoing connection per peer (its writer task, bounded
+queue and reconnect backoff), the readers of incoming connections, and snapshot streaming on
+separate connections. It knows nothing about Raft beyond `Message.to_wire`/`from_wire` and
+the SNAP message type; every callback runs on the event loop, never inside `send()`.
+
+Wire format. Every frame is ``u32 length (big-endian) | msgpack payload`` where the payload is
+``[cluster_id, from_id, to_id, kind, body]``:
+
+====  ==========  ==========================================================================
+kind  name        body
+====  ==========  ==========================================================================
+1     HELLO       protocol version (int); always the first frame of a connection
+2     MSG         list of ``Message.to_wire()``: everything queued for the peer at once
+3     SNAP_BEGIN  ``[Message.to_wire() of the MsgSnap, file size]``
+4     SNAP_CHUNK  bytes (about 1 MiB) of the snapshot file, in order
+5     SNAP_END    CRC-32 of the whole file
+6     SNAP_ACK    the snapshot index; receiver -> sender once the file is durable
+====  ==========  ==========================================================================
+
+A connection carries one direction: the dialer writes, the listener reads (the only frame
+that ever travels back is SNAP_ACK on a snapshot connection). A frame that is too big
+(HELLO_MAX_FRAME before HELLO, MAX_FRAME after), undecodable, from another cluster, not
+addressed to us, from an unknown peer or out of protocol gets the connection closed and a
+rate-limited warning; nothing in it is delivered.
+
+Loss policy (Raft tolerates loss, never blocking): a peer's queue holds `max_queue` messages
+and drops the OLDEST on overflow (the newest heartbeats and appends are the useful ones),
+reporting the peer unreachable once per overflow episode. While a peer is in reconnect
+backoff, its queue is cleared and messages for it are dropped; messages sent while a
+connection is being dialled are kept and sent once it is up.
+
+Snapshots: every MsgSnap given to `send` gets exactly one `on_snapshot_status` (none after
+`stop()`); a second one for a peer that already has one in flight fails at once. The file
+from `snapshot_source` stays the caller's (never deleted here). The receiver writes
+``received-<from>-<index>-*.tmp`` in `snapshot_dir`, then fsyncs and renames it to
+``received-<from>-<term>-<index>.snap`` (hex), which `deliver_snapshot` hands over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import struct
+import tempfile
+import time
+import zlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgpack
+
+from raft.core.types import Message, MessageType
+
+log = logging.getLogger("raftkv.transport")
+
+PROTOCOL_VERSION = 1
+
+HELLO = 1
+MSG = 2
+SNAP_BEGIN = 3
+SNAP_CHUNK = 4
+SNAP_END = 5
+SNAP_ACK = 6
+
+MAX_FRAME = 64 << 20
+"""Largest frame accepted (and produced) once a connection said HELLO."""
+HELLO_MAX_FRAME = 4096
+"""Largest first frame: a stranger cannot make us buffer more than this."""
+SNAP_CHUNK_SIZE = 1 << 20
+
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 1.0
+CONNECT_TIMEOUT = 2.0
+WRITE_STALL_TIMEOUT = 5.0
+"""A peer that does not take a single batch of ours for this long is treated as gone."""
+SNAP_IO_TIMEOUT = 30.0
+"""No progress on a snapshot stream for this long (a chunk, or fsync before the ACK) fails it."""
+LOG_INTERVAL = 5.0
+"""At most one warning per kind of problem (and peer) per this many seconds."""
+
+_READ_LIMIT = 1 << 20  # StreamReader buffer size before it pauses the socket
+_LEN = struct.Struct(">I")
+_SNAP = MessageType.SNAP
+
+
+class _Rejected(Exception):
+    """A frame or connection we refuse; `reason` is a short stable token for logs."""
+
+    def __init__(self, reason: str, **fields: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fields = fields
+
+
+class _LogLimiter:
+    """Structured warnings, at most one per key per interval, counting what was suppressed."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._last: dict[object, float] = {}
+        self._suppressed: dict[object, int] = {}
+
+    def log(self, level: int, key: object, msg: str, exc_info: bool = False, **fields: Any) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        fields["suppressed"] = self._suppressed.pop(key, 0)
+        log.log(level, msg, extra=fields, exc_info=exc_info)
+
+
+class _Peer:
+    """Outgoing state for one peer; the connection itself lives in its writer task."""
+
+    __slots__ = ("accepting", "addr", "down", "id", "overflowed", "queue", "snap_task", "task", "wake")
+
+    def __init__(self, peer_id: int, addr: tuple[str, int], max_queue: int) -> None:
+        self.id = peer_id
+        self.addr = addr
+        self.queue: deque[Message] = deque(maxlen=max_queue)
+        self.wake = asyncio.Event()
+        self.accepting = True  # False during reconnect backoff: messages are dropped
+        self.overflowed = False  # on_unreachable already reported for the current overflow
+        self.down = False  # a failure was logged; log when the peer is reachable again
+        self.task: asyncio.Task | None = None
+        self.snap_task: asyncio.Task | None = None
+
+
+def parse_address(addr: str) -> tuple[str, int]:
+    """"host:port", "[v6]:port" or "http://host:port" -> (host, port)."""
+    rest = addr.removeprefix("http://").removeprefix("tcp://").rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or "://" in host:
+        raise ValueError(f"peer address must be host:port, got {addr!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def _set_nodelay(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+async def _close(writer: asyncio.StreamWriter, abort: bool = False) -> None:
+    """Closes a stream (abort: drop unsent data, do not wait for a stuck peer)."""
+    if abort:
+        writer.transport.abort()
+    else:
+        writer.close()
+    try:
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+    except (Exception, TimeoutError):
+        writer.transport.abort()
+
+
+async def _drain_input(reader: asyncio.StreamReader, wake: asyncio.Event) -> None:
+    """Reads an outgoing connection (the peer never writes to it) to notice when it closes."""
+    try:
+        while await reader.read(65536):
+            pass
+    except Exception:
+        pass
+    finally:
+        wake.set()
+
+
+# ---- blocking file work; reads, writes, fsync and cleanup run on the transport's single I/O thread ----
+
+
+def _open_read(path: Path) -> tuple[BinaryIO, int]:
+    f = open(path, "rb")  # noqa: SIM115 - closed by the snapshot sender
+    return f, os.fstat(f.fileno()).st_size
+
+
+def _read_chunk(f: BinaryIO, crc: int) -> tuple[bytes, int]:
+    data = f.read(SNAP_CHUNK_SIZE)
+    return data, zlib.crc32(data, crc)
+
+
+def _open_temp(directory: Path, prefix: str) -> tuple[BinaryIO, Path]:
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
+    return os.fdopen(fd, "wb"), Path(name)
+
+
+def _write_chunk(f: BinaryIO, data: bytes, crc: int) -> int:
+    f.write(data)
+    return zlib.crc32(data, crc)
+
+
+def _commit_file(f: BinaryIO, tmp: Path, final: Path) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    os.replace(tmp, final)
+    dfd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _discard_file(f: BinaryIO, tmp: Path | None) -> None:
+    with contextlib.suppress(OSError):
+        f.close()
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+class Transport:
+    """Sends Raft messages to peers and delivers theirs; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        member_id: int,
+        cluster_id: int,
+        deliver: Callable[[Message], None],
+        on_unreachable: Callable[[int], None],
+        on_snapshot_status: Callable[[int, bool], None],
+        snapshot_source: Callable[[Message], Awaitable[Path]],
+        snapshot_dir: Path,
+        deliver_snapshot: Callable[[Message, Path], None],
+        max_queue: int = 4096,
+    ) -> None:
+        self.member_id = member_id
+        self.cluster_id = cluster_id
+        self.bound_ports: list[int] = []
+        self._deliver = deliver
+        self._on_unreachable = on_unreachable
+        self._on_snapshot_status = on_snapshot_status
+        self._snapshot_source = snapshot_source
+        self._snapshot_dir = Path(snapshot_dir)
+        self._deliver_snapshot = deliver_snapshot
+        self._max_queue = max_queue
+        self._peers: dict[int, _Peer] = {}
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task] = set()  # everything we started and must await on stop
+        self._incoming: dict[int, set[asyncio.Task]] = {}  # peer -> its reader tasks
+        self._packer = msgpack.Packer()
+        self._limiter = _LogLimiter(LOG_INTERVAL)
+        self._io: ThreadPoolExecutor | None = None  # one thread for snapshot file I/O, made on first use
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = False
+        self._stopping = False
+
+    # ---- lifecycle ----
+
+    async def start(self, listen: list[str]) -> None:
+        """Binds every listen address ("host:port", port 0 picks one); raises OSError if one cannot be bound."""
+        self._loop = asyncio.get_running_loop()
+        addrs = [parse_address(a) for a in listen]
+        try:
+            for host, port in addrs:
+                server = await asyncio.start_server(
+                    self._on_connection, host, port, limit=_READ_LIMIT, reuse_address=True
+                )
+                self._servers.append(server)
+                self.bound_ports.append(server.sockets[0].getsockname()[1])
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            self._servers.clear()
+            self.bound_ports.clear()
+            raise
+        self._started = True
+        for p in self._peers.values():
+            self._start_peer(p)
+        log.info(
+            "peer transport listening",
+            extra={"member_id": f"{self.member_id:x}", "listen": ",".join(listen), "ports": self.bound_ports},
+        )
+
+    async def stop(self) -> None:
+        """Closes the listeners and every connection and awaits every task; no callback runs afterwards."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for server in self._servers:
+            server.close()
+        await asyncio.sleep(0)  # let just-accepted connections register their tasks
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.difference_update(tasks)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        if self._io is not None:  # cleanups of cancelled snapshot transfers run before we return
+            await asyncio.wrap_future(self._io.submit(lambda: None))
+            self._io.shutdown(wait=False)
+            self._io = None
+        self._peers.clear()
+        self._incoming.clear()
+
+    def set_peers(self, peers: dict[int, str]) -> None:
+        """Replaces the peer set: new peers are dialled, removed ones dropped, moved ones re-dialled."""
+        if self._stopping:
+            return
+        wanted = {pid: parse_address(a) for pid, a in peers.items() if pid != self.member_id}
+        for pid in [pid for pid in self._peers if pid not in wanted]:
+            p = self._peers.pop(pid)
+            p.queue.clear()
+            for task in (p.task, p.snap_task, *self._incoming.pop(pid, ())):
+                if task is not None:
+                    task.cancel()
+        for pid, addr in wanted.items():
+            p = self._peers.get(pid)
+            if p is None:
+                p = self._peers[pid] = _Peer(pid, addr, self._max_queue)
+            elif p.addr == addr:
+                continue
+            else:
+                p.addr = addr
+                if p.task is not None:
+                    p.task.cancel()
+                    p.task = None
+            if self._started:
+                self._start_peer(p)
+
+    # ---- sending ----
+
+    def send(self, messages: Iterable[Message]) -> None:
+        """Queues messages for their peers (m.to); never blocks, never raises for network trouble."""
+        if self._stopping:
+            return
+        peers = self._peers
+        max_queue = self._max_queue
+        for m in messages:
+            p = peers.get(m.to)
+            if p is None:
+                self._limiter.log(
+                    logging.WARNING, "unknown-destination", "dropping messages for an unknown peer",
+                    raft_peer=f"{m.to:x}", member_id=f"{self.member_id:x}",
+                )
+                continue
+            if m.type == _SNAP:
+                self._start_snapshot(p, m)
+                continue
+            if not p.accepting:
+                continue
+            q = p.queue
+            if len(q) == max_queue and not p.overflowed:
+                p.overflowed = True
+                self._call_soon(self._on_unreachable, p.id)
+                self._limiter.log(
+                    logging.WARNING, ("overflow", p.id), "peer send queue full, dropping its oldest messages",
+                    raft_peer=f"{p.id:x}", max_queue=max_queue,
+                )
+            q.append(m)
+            p.wake.set()
+
+    def _call_soon(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        loop.call_soon(self._callback, fn, *args)
+
+    def _callback(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._stopping:
+            return
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("transport callback failed", extra={"callback": getattr(fn, "__name__", repr(fn))})
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _start_peer(self, p: _Peer) -> None:
+        p.accepting = True
+        p.task = self._spawn(self._run_peer(p), f"raft-peer-{p.id:x}")
+
+    def _encode_batch(self, to: int, batch: list[Message]) -> bytes:
+        payload = self._packer.pack([self.cluster_id, self.member_id, to, MSG, [m.to_wire() for m in batch]])
+        if len(payload) <= MAX_FRAME:
+            return _LEN.pack(len(payload)) + payload
+        if len(batch) == 1:
+            self._limiter.log(
+                logging.WARNING, ("oversized", to), "dropping a message larger than the frame limit",
+                raft_peer=f"{to:x}", size=len(payload), max_frame=MAX_FRAME, type=batch[0].type.name,
+            )
+            return b""
+        half = len(batch) // 2
+        return self._encode_batch(to, batch[:half]) + self._encode_batch(to, batch[half:])
+
+    def _frame(self, to: int, kind: int, body: Any) -> bytes:
+        payload = self._packer.pack([self.cluster_id, self.member_id, to, kind, body])
+        return _LEN.pack(len(payload)) + payload
+
+    def _peer_failed(self, p: _Peer, what: str, exc: BaseException | None) -> None:
+        """Connection to p failed or broke: drop its queue, report it once for this backoff step."""
+        p.accepting = False
+        p.queue.clear()
+        p.overflowed = False
+        p.down = True
+        self._limiter.log(
+            logging.WARNING, ("down", p.id), f"peer {what}",
+            raft_peer=f"{p.id:x}", address=f"{p.addr[0]}:{p.addr[1]}", error=repr(exc),
+        )
+        self._callback(self._on_unreachable, p.id)
+
+    async def _run_peer(self, p: _Peer) -> None:
+        """The writer task of one peer: dial, pump the queue, and on failure back off and redial."""
+        loop = asyncio.get_running_loop()
+        backoff = BACKOFF_MIN
+        while True:
+            host, port = p.addr
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    reader, writer = await asyncio.open_connection(host, port, limit=_READ_LIMIT)
+            except (OSError, TimeoutError) as exc:
+                self._peer_failed(p, "unreachable", exc)
+            else:
+                connected_at = loop.time()
+                if p.down:
+                    p.down = False
+                    log.info("peer reachable", extra={"raft_peer": f"{p.id:x}", "address": f"{host}:{port}"})
+                try:
+                    await self._pump(p, reader, writer)
+                except (OSError, TimeoutError) as exc:
+                    self._peer_failed(p, "connection lost", exc)
+                except Exception as exc:  # a bug (e.g. an unencodable message): log it, keep the peer alive
+                    log.exception("peer writer failed", extra={"raft_peer": f"{p.id:x}"})
+                    self._peer_failed(p, "writer failed", exc)
+                if loop.time() - connected_at >= BACKOFF_MAX:
+                    backoff = BACKOFF_MIN
+            await asyncio.sleep(random.uniform(backoff / 2, backoff))
+            backoff = min(backoff * 2, BACKOFF_MAX)
+            p.accepting = True
+
+    async def _pump(self, p: _Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Writes everything queued for p, one batch (one write, one drain) per wakeup, until the link breaks."""
+        _set_nodelay(writer)
+        q, wake, transport = p.queue, p.wake, writer.transport
+        watcher = asyncio.get_running_loop().create_task(_drain_input(reader, wake))
+        try:
+            writer.write(self._frame(p.id, HELLO, PROTOCOL_VERSION))
+            while True:
+                while not q:
+                    if watcher.done():
+                        raise ConnectionResetError("peer closed the connection")
+                    wake.clear()
+                    await wake.wait()
+                if watcher.done():
+                    raise ConnectionResetError("peer closed the connection")
+                batch = list(q)
+                q.clear()
+                p.overflowed = False
+                data = self._encode_batch(p.id, batch)
+                if data:
+                    writer.write(data)
+                if transport.get_write_buffer_size():  # the kernel did not take it all: wait, but not forever
+                    async with asyncio.timeout(WRITE_STALL_TIMEOUT):
+                        await writer.drain()
+        finally:
+            watcher.cancel()
+            await _close(writer, abort=True)
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    # ---- snapshots, sender side ----
+
+    def _start_snapshot(self, p: _Peer, m: Message) -> None:
+        if not self._started:
+            self._call_soon(self._on_snapshot_status, p.id, False)
+            return
+        if p.snap_task is not None:
+            self._limiter.log(
+                logging.WARNING, ("snap-busy", p.id), "a snapshot to this peer is in flight; failing the new one",
+                raft_peer=f"{p.id:x}",
+            )
+            self._call_soon(self._on_snapshot_status, p.id, False)
+            return
+        p.snap_task = self._spawn(self._send_snapshot(p, m), f"raft-snap-to-{p.id:x}")
+
+    def _io_executor(self) -> ThreadPoolExecutor:
+        if self._io is None:
+            self._io = ThreadPoolExecutor(1, thread_name_prefix="raft-snap-io")
+        return self._io
+
+    async def _send_snapshot(self, p: _Peer, m: Message) -> None:
+        loop = asyncio.get_running_loop()
+        io = self._io_executor()
+        index = m.snapshot.metadata.index if m.snapshot is not None else 0
+        ok = False
+        f: BinaryIO | None = None
+        writer: asyncio.StreamWriter | None = None
+        started = time.monotonic()
+        try:
+            path = await self._snapshot_source(m)
+            f, size = _open_read(path)  # opening is quick; reads go to the I/O thread
+            host, port = p.addr
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                reader, writer = await asyncio.open_connection(host, port, limit=_READ_LIMIT)
+            _set_nodelay(writer)
+            writer.write(
+                self._frame(p.id, HELLO, PROTOCOL_VERSION) + self._frame(p.id, SNAP_BEGIN, [m.to_wire(), size])
+            )
+            crc, sent = 0, 0
+            while True:
+                chunk, crc = await loop.run_in_executor(io, _read_chunk, f, crc)
+                if not chunk:
+                    break
+                sent += len(chunk)
+                writer.write(self._frame(p.id, SNAP_CHUNK, chunk))
+                async with asyncio.timeout(SNAP_IO_TIMEOUT):
+                    await writer.drain()
+            if sent != size:
+                raise OSError(f"snapshot file changed while being sent ({sent} bytes read, {size} expected)")
+            writer.write(self._frame(p.id, SNAP_END, crc))
+            async with asyncio.timeout(SNAP_IO_TIMEOUT):
+                await writer.drain()
+                frm, kind, body = await self._read_frame(reader, HELLO_MAX_FRAME)
+            if frm != p.id or kind != SNAP_ACK or body != index:
+                raise _Rejected("bad_snapshot_ack", kind=kind)
+            ok = True
+            log.info(
+                "snapshot sent",
+                extra={"raft_peer": f"{p.id:x}", "index": index, "bytes": size,
+                       "seconds": round(time.monotonic() - started, 3)},
+            )
+        except Exception as exc:
+            self._limiter.log(
+                logging.WARNING, ("snap-send", p.id), "sending a snapshot failed",
+                raft_peer=f"{p.id:x}", index=index, error=repr(exc),
+            )
+        finally:
+            if p.snap_task is asyncio.current_task():
+                p.snap_task = None
+            if writer is not None:
+                await _close(writer, abort=not ok)
+            if f is not None:
+                io.submit(_discard_file, f, None)
+            self._callback(self._on_snapshot_status, p.id, ok)
+
+    # ---- receiving ----
+
+    async def _read_frame(self, reader: asyncio.StreamReader, cap: int) -> tuple[Any, Any, Any]:
+        """Reads one frame addressed to us by our cluster: returns (from_id, kind, body) or raises _Rejected."""
+        (n,) = _LEN.unpack(await reader.readexactly(4))
+        if n > cap:
+            raise _Rejected("frame_too_large", size=n, max_frame=cap)
+        payload = await reader.readexactly(n)
+        try:
+            frame = msgpack.unpackb(payload)
+        except Exception:
+            raise _Rejected("undecodable_frame", size=n) from None
+        if type(frame) is not list or len(frame) != 5:
+            raise _Rejected("malformed_frame", size=n)
+        cluster_id, frm, to, kind, body = frame
+        if cluster_id != self.cluster_id:
+            raise _Rejected("cluster_id_mismatch", their_cluster_id=repr(cluster_id)[:40])
+        if to != self.member_id:
+            raise _Rejected("to_id_mismatch", to_id=repr(to)[:40])
+        return frm, kind, body
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        peer: int | None = None
+        abort = True
+        try:
+            if self._stopping:
+                return
+            _set_nodelay(writer)
+            frm, kind, body = await self._read_frame(reader, HELLO_MAX_FRAME)
+            if kind != HELLO:
+                raise _Rejected("expected_hello", kind=repr(kind)[:40])
+            if body != PROTOCOL_VERSION:
+                raise _Rejected("protocol_version", version=repr(body)[:40])
+            if type(frm) is not int or frm not in self._peers:
+                raise _Rejected("unknown_peer", from_id=repr(frm)[:40])
+            peer = frm
+            self._incoming.setdefault(peer, set()).add(task)
+            abort = not await self._serve(peer, reader, writer)
+        except _Rejected as r:
+            self._limiter.log(
+                logging.WARNING, ("reject", r.reason), f"rejected peer connection: {r.reason}",
+                reason=r.reason, remote_addr=str(writer.get_extra_info("peername")),
+                raft_peer=f"{peer:x}" if peer is not None else None, member_id=f"{self.member_id:x}", **r.fields,
+            )
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the peer went away; it will redial
+        except asyncio.CancelledError:
+            pass  # stop() or the peer was removed; asyncio's streams would log a cancelled callback task
+        except OSError as exc:  # a timeout, or the snapshot directory
+            self._limiter.log(
+                logging.WARNING, ("conn-error", type(exc).__name__), "peer connection failed",
+                raft_peer=f"{peer:x}" if peer is not None else None, error=repr(exc),
+            )
+        except Exception:
+            log.exception("peer connection failed", extra={"raft_peer": peer})
+        finally:
+            self._tasks.discard(task)
+            if peer is not None:
+                self._incoming.get(peer, set()).discard(task)
+            await _close(writer, abort=abort)
+
+    async def _serve(self, peer: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Reads frames from a peer after its HELLO; returns True when it ended cleanly (a snapshot was acked)."""
+        me = self.member_id
+        deliver = self._deliver
+        from_wire = Message.from_wire
+        read_frame = self._read_frame
+        while True:
+            try:
+                frm, kind, body = await read_frame(reader, MAX_FRAME)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    raise
+                return False  # EOF between frames: the peer closed
+            if frm != peer:
+                raise _Rejected("from_id_mismatch", from_id=repr(frm)[:40])
+            if kind == MSG:
+                if type(body) is not list:
+                    raise _Rejected("malformed_frame")
+                try:
+                    msgs = [from_wire(w) for w in body]
+                except Exception:
+                    raise _Rejected("undecodable_message") from None
+                for m in msgs:
+                    if m.to != me or m.type == _SNAP:
+                        raise _Rejected("bad_message", type=int(m.type), to_id=repr(m.to)[:40])
+                for m in msgs:
+                    try:
+                        deliver(m)
+                    except Exception:
+                        self._limiter.log(
+                            logging.ERROR, "deliver", "delivering a peer message failed", exc_info=True,
+                            raft_peer=f"{peer:x}",
+                        )
+            elif kind == SNAP_BEGIN:
+                await self._receive_snapshot(peer, reader, writer, body)
+                return True
+            else:
+                raise _Rejected("unexpected_frame", kind=repr(kind)[:40])
+
+    # ---- snapshots, receiver side ----
+
+    async def _receive_snapshot(
+        self, peer: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: Any
+    ) -> None:
+        try:
+            wire, total = body
+            msg = Message.from_wire(wire)
+        except Exception:
+            raise _Rejected("malformed_snapshot") from None
+        if type(total) is not int or total < 0 or msg.type is not _SNAP or msg.to != self.member_id:
+            raise _Rejected("malformed_snapshot")
+        if msg.snapshot is None:
+            raise _Rejected("malformed_snapshot")
+        md = msg.snapshot.metadata
+        loop = asyncio.get_running_loop()
+        io = self._io_executor()
+        started = time.monotonic()
+        f, tmp = _open_temp(self._snapshot_dir, f"received-{peer:x}-{md.index:x}-")  # quick; writes: I/O thread
+        final = self._snapshot_dir / f"received-{peer:x}-{md.term:x}-{md.index:x}.snap"
+        done = False
+        try:
+            crc, received = 0, 0
+            while True:
+                async with asyncio.timeout(SNAP_IO_TIMEOUT):
+                    frm, kind, body = await self._read_frame(reader, MAX_FRAME)
+                if frm != peer:
+                    raise _Rejected("from_id_mismatch", from_id=repr(frm)[:40])
+                if kind == SNAP_CHUNK and type(body) is bytes:
+                    received += len(body)
+                    if received > total:
+                        raise _Rejected("snapshot_too_long", size=total)
+                    crc = await loop.run_in_executor(io, _write_chunk, f, body, crc)
+                elif kind == SNAP_END:
+                    if received != total:
+                        raise _Rejected("snapshot_truncated", size=total, received=received)
+                    if body != crc:
+                        raise _Rejected("snapshot_crc_mismatch", size=total)
+                    await loop.run_in_executor(io, _commit_file, f, tmp, final)
+                    done = True
+                    break
+                else:
+                    raise _Rejected("unexpected_frame", kind=repr(kind)[:40])
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            self._limiter.log(
+                logging.WARNING, ("snap-recv", peer), "snapshot stream broke; discarding it",
+                raft_peer=f"{peer:x}", index=md.index, error=repr(exc),
+            )
+            raise
+        finally:
+            if not done:
+                await asyncio.shield(asyncio.wrap_future(io.submit(_discard_file, f, tmp)))
+        log.info(
+            "snapshot received",
+            extra={"raft_peer": f"{peer:x}", "index": md.index, "bytes": total, "file": str(final),
+                   "seconds": round(time.monotonic() - started, 3)},
+        )
+        writer.write(self._frame(peer, SNAP_ACK, md.index))
+        self._callback(self._deliver_snapshot, msg, final)
+        async with asyncio.timeout(SNAP_IO_TIMEOUT):
+            await writer.drain()
