@@ -81,6 +81,11 @@ class ServerConfig:
         return [_host_port(url, "--listen-peer-urls") for url in self.listen_peer_urls]
 
 
+def peer_address(url: str) -> str:
+    """host:port of a peer URL."""
+    return _host_port(url, "--initial-cluster")
+
+
 def _host_port(url: str, flag: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "unix", "unixs") or not parts.hostname or parts.port is None:

@@ -2,9 +2,8 @@
 
 The server proposes encoded requests and asks for read barriers; the log calls the member's
 ``apply`` with committed entries, in order, each exactly once per process lifetime (after a
-restart the log replays entries above the backend's applied index). Two implementations sit
-behind it: ``raft.node.RaftNode`` (a Raft group) and ``raft.solo.SoloLog`` (a single member's
-durable log, the stand-in used before Raft existed and kept for single-member tests).
+restart the log replays entries above the backend's applied index). ``raft.node.RaftNode``
+implements it; a single-member cluster is a Raft group with one voter.
 """
 
 from __future__ import annotations

@@ -70,8 +70,12 @@ class Process:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 with grpc.insecure_channel(self.endpoint) as channel:
-                    rpc_pb2_grpc.MaintenanceStub(channel).Status(pb.StatusRequest(), timeout=1, wait_for_ready=True)
-                return
+                    st = rpc_pb2_grpc.MaintenanceStub(channel).Status(
+                        pb.StatusRequest(), timeout=1, wait_for_ready=True
+                    )
+                if st.leader:
+                    return
+                time.sleep(0.05)
             except grpc.RpcError:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{self.name} not ready on {self.endpoint}:\n{self.log()}") from None

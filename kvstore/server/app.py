@@ -14,7 +14,7 @@ import signal
 
 import grpc
 
-from kvstore.config import GRPC_OVERHEAD_BYTES, ServerConfig
+from kvstore.config import GRPC_OVERHEAD_BYTES, ServerConfig, peer_address
 from kvstore.errors import StartupError
 from kvstore.mvcc import Backend
 from kvstore.server.cluster_service import ClusterService
@@ -22,7 +22,7 @@ from kvstore.server.kv_service import KVService
 from kvstore.server.maintenance_service import MaintenanceService
 from kvstore.server.member import Member
 from proto.etcdserverpb import rpc_pb2_grpc
-from raft.solo import SoloLog
+from raft.node import RaftNode
 
 log = logging.getLogger("raftkv.server")
 
@@ -51,9 +51,20 @@ class MemberServer:
         cfg = self.cfg
         member_dir = cfg.data_dir / "member"
         backend = Backend(member_dir / "db")
-        applied, _ = backend.consistent_index()
-        replicated_log = SoloLog(member_dir / "wal", cfg.member_id, cfg.cluster_id, applied)
-        member = Member(cfg, replicated_log, backend)
+        node = RaftNode(
+            member_id=cfg.member_id,
+            cluster_id=cfg.cluster_id,
+            wal_dir=member_dir / "wal",
+            snap_dir=member_dir / "snap",
+            peer_listen=cfg.peer_bind_addresses(),
+            peers={mid: peer_address(urls[0]) for mid, (_, urls) in cfg.members.items()},
+            bootstrap=cfg.initial_cluster_state == "new",
+            heartbeat_ms=cfg.heartbeat_interval_ms,
+            election_ms=cfg.election_timeout_ms,
+            snapshot_count=cfg.snapshot_count,
+            request_timeout=cfg.request_timeout_s,
+        )
+        member = Member(cfg, node, backend)
         self.member = member
         await member.start()
         server = grpc.aio.server(options=grpc_options(cfg))

@@ -19,12 +19,18 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     @etcd_status
     async def MemberList(self, request: pb.MemberListRequest, context: Ctx) -> pb.MemberListResponse:
         member = self.member
-        cfg = member.cfg
+        if request.linearizable:
+            await member.read_barrier()
         resp = pb.MemberListResponse()
-        for member_id, (name, peer_urls) in sorted(cfg.members.items()):
-            m = resp.members.add(ID=member_id, name=name, peerURLs=peer_urls)
-            if member_id == member.member_id:
-                m.clientURLs.extend(cfg.advertise_client_urls)
+        members = member.applier.membership.members or member.known_members
+        for member_id, info in sorted(members.items()):
+            resp.members.add(
+                ID=member_id,
+                name=info.name,
+                peerURLs=info.peer_urls,
+                clientURLs=info.client_urls,
+                isLearner=info.is_learner,
+            )
         member.fill_header(resp.header)
         return resp
 

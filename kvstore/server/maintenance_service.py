@@ -29,6 +29,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             raftTerm=member.log.term,
             raftAppliedIndex=member.applied_index,
             dbSizeQuota=member.cfg.quota_backend_bytes,
+            isLearner=getattr(member.log, "is_learner", False),
         )
         member.fill_header(resp.header)
         return resp
@@ -44,7 +45,18 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     Defragment = unimplemented("Maintenance", "Defragment")
     Hash = unimplemented("Maintenance", "Hash")
     HashKV = unimplemented("Maintenance", "HashKV")
-    MoveLeader = unimplemented("Maintenance", "MoveLeader")
+
+    @etcd_status
+    async def MoveLeader(self, request: pb.MoveLeaderRequest, context: Ctx) -> pb.MoveLeaderResponse:
+        member = self.member
+        transfer = getattr(member.log, "transfer_leader", None)
+        if transfer is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: this member's log cannot move leadership")
+        await transfer(request.targetID)
+        resp = pb.MoveLeaderResponse()
+        member.fill_header(resp.header)
+        return resp
+
     Downgrade = unimplemented("Maintenance", "Downgrade")
 
     async def Snapshot(self, request: pb.SnapshotRequest, context: Ctx):  # type: ignore[no-untyped-def]  # noqa: ANN201

@@ -1,0 +1,200 @@
+"""A real three-member cluster on loopback: replication, leader loss, snapshot catch-up, etcdctl everywhere."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from chaos.cluster import LocalCluster
+from proto.etcdserverpb import rpc_pb2 as pb
+from proto.etcdserverpb import rpc_pb2_grpc
+from tests.procs import etcdctl, free_port
+
+
+def make_cluster(tmp_path: Path, *extra: str) -> LocalCluster:
+    ports = [(free_port(), free_port()) for _ in range(3)]
+    return LocalCluster(tmp_path / "cluster", size=3, ports=ports, extra_args=list(extra))
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    c = make_cluster(tmp_path)
+    c.start(timeout=60)
+    yield c
+    c.stop()
+
+
+def status(endpoint: str) -> pb.StatusResponse:
+    with grpc.insecure_channel(endpoint) as ch:
+        return rpc_pb2_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=5)
+
+
+def leader_name(c: LocalCluster) -> str:
+    lead = c.wait_ready()
+    for m in c.members:
+        if m.running() and status(m.endpoint).header.member_id == lead:
+            return m.name
+    raise AssertionError("leader not found")
+
+
+def dump(endpoint: str) -> list[dict]:
+    out = etcdctl(endpoint, "get", "", "--prefix", "-w", "json", check=True).stdout
+    kvs = json.loads(out).get("kvs", [])
+    return [{k: kv.get(k) for k in ("key", "value", "create_revision", "mod_revision", "version")} for kv in kvs]
+
+
+def test_writes_through_every_member_are_identical_everywhere(cluster: LocalCluster) -> None:
+    for i, m in enumerate(cluster.members):
+        etcdctl(m.endpoint, "put", f"via/{m.name}", f"value-{i}", check=True)
+        # a linearizable read on any member sees a write made through another one at once
+        for other in cluster.members:
+            got = etcdctl(other.endpoint, "get", f"via/{m.name}", "--print-value-only", check=True).stdout
+            assert got.strip() == f"value-{i}"
+    txn = 'value("via/m1") = "value-0"\n\nput via/txn yes\n\nput via/txn no\n\n'
+    etcdctl(cluster.members[2].endpoint, "txn", stdin=txn, check=True)
+    dumps = [dump(m.endpoint) for m in cluster.members]
+    assert dumps[0] and dumps[0] == dumps[1] == dumps[2]
+    statuses = [status(m.endpoint) for m in cluster.members]
+    assert len({s.leader for s in statuses}) == 1
+    assert len({s.header.cluster_id for s in statuses}) == 1
+    assert len({s.header.member_id for s in statuses}) == 3
+    members = etcdctl(cluster.endpoints, "member", "list", "-w", "json", check=True).stdout
+    assert sorted(m["name"] for m in json.loads(members)["members"]) == ["m1", "m2", "m3"]
+
+
+class Load:
+    """Writers on every member, retrying on errors, remembering acknowledged writes."""
+
+    def __init__(self, endpoints: list[str]) -> None:
+        self.endpoints = endpoints
+        self.acked: dict[bytes, bytes] = {}
+        self.errors = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(n,), daemon=True) for n in range(6)]
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+    def run(self, n: int) -> None:
+        endpoint = self.endpoints[n % len(self.endpoints)]
+        i = 0
+        with grpc.insecure_channel(endpoint) as ch:
+            stub = rpc_pb2_grpc.KVStub(ch)
+            while not self.stop.is_set():
+                key, value = b"load/%d/%d" % (n, i), b"v%d" % i
+                i += 1
+                try:
+                    stub.Put(pb.PutRequest(key=key, value=value), timeout=3)
+                except grpc.RpcError:
+                    with self.lock:
+                        self.errors += 1
+                    time.sleep(0.05)
+                    continue
+                with self.lock:
+                    self.acked[key] = value
+
+
+def test_leader_killed_under_load_loses_nothing(cluster: LocalCluster) -> None:
+    old = leader_name(cluster)
+    with Load([m.endpoint for m in cluster.members]) as load:
+        time.sleep(1.5)
+        before = len(load.acked)
+        t0 = time.monotonic()
+        cluster.kill_member(old)
+        survivors = [m for m in cluster.members if m.name != old]
+        new_leader = 0
+        while time.monotonic() - t0 < 10:
+            leaders = {status(m.endpoint).leader for m in survivors}
+            if len(leaders) == 1 and 0 not in leaders:
+                new_leader = leaders.pop()
+                break
+            time.sleep(0.05)
+        elected_after = time.monotonic() - t0
+        assert new_leader, "no new leader within 10 s"
+        with load.lock:
+            at_election = len(load.acked)
+        time.sleep(4.0)  # longer than a client timeout: requests lost with the old leader are retried
+    assert elected_after < 4.0, f"a new leader took {elected_after:.1f}s (election timeout 1 s)"
+    assert at_election >= before
+    assert len(load.acked) > at_election, "clients that retry did not carry on after the leader died"
+    cluster.start_member(old)
+    cluster.wait_ready()
+    for m in cluster.members:  # every acknowledged write is on every member, the killed one included
+        with grpc.insecure_channel(m.endpoint) as ch:
+            got = rpc_pb2_grpc.KVStub(ch).Range(
+                pb.RangeRequest(key=b"load/", range_end=b"load0", serializable=False), timeout=30
+            )
+        stored = {kv.key: kv.value for kv in got.kvs}
+        lost = [k for k, v in load.acked.items() if stored.get(k) != v]
+        assert not lost, f"{m.name} lost {len(lost)} acknowledged writes"
+    dumps = [dump(m.endpoint) for m in cluster.members]
+    assert dumps[0] == dumps[1] == dumps[2]
+
+
+def test_member_down_during_compaction_catches_up_by_snapshot(tmp_path: Path) -> None:
+    c = make_cluster(tmp_path, "--snapshot-count=200")
+    c.start(timeout=60)
+    try:
+        lead = leader_name(c)
+        lagging = next(m for m in c.members if m.name != lead)
+        c.stop_member(lagging.name)
+        leader_ep = c.member(lead).endpoint
+        with grpc.insecure_channel(leader_ep) as ch:
+            stub = rpc_pb2_grpc.KVStub(ch)
+            for start in range(0, 6000, 500):  # far beyond the 5000 entries kept after a compaction
+                batch = [
+                    stub.Put.future(pb.PutRequest(key=b"snap/%05d" % i, value=b"x" * 20), timeout=60)
+                    for i in range(start, start + 500)
+                ]
+                for f in batch:
+                    f.result()
+            stub.Put(pb.PutRequest(key=b"snap/last", value=b"done"), timeout=30)
+        c.start_member(lagging.name)
+        c.wait_ready()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if status(lagging.endpoint).raftAppliedIndex >= status(leader_ep).raftAppliedIndex:
+                break
+            time.sleep(0.2)
+        assert "installing snapshot from the leader" in lagging.log_path.read_text()
+        with grpc.insecure_channel(lagging.endpoint) as ch:
+            got = rpc_pb2_grpc.KVStub(ch).Range(
+                pb.RangeRequest(key=b"snap/", range_end=b"snap0", serializable=True, count_only=True), timeout=10
+            )
+        assert got.count == 6001
+        assert dump(lagging.endpoint) == dump(leader_ep)
+    finally:
+        c.stop()
+
+
+def test_cluster_restarts_with_data_intact(cluster: LocalCluster) -> None:
+    for i in range(20):
+        etcdctl(cluster.endpoints, "put", f"keep/{i}", str(i), check=True)
+    before = dump(cluster.members[0].endpoint)
+    cluster.stop()
+    cluster.start(timeout=60)
+    for m in cluster.members:
+        assert dump(m.endpoint) == before
+
+
+def test_move_leader(cluster: LocalCluster) -> None:
+    lead = leader_name(cluster)
+    target = next(m for m in cluster.members if m.name != lead)
+    target_id = f"{status(target.endpoint).header.member_id:x}"
+    out = etcdctl(cluster.endpoints, "move-leader", target_id, check=True).stdout
+    assert "Leadership transferred" in out
+    assert leader_name(cluster) == target.name
