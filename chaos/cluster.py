@@ -32,6 +32,7 @@ DEFAULT_PORTS = ((2379, 2380), (22379, 22380), (32379, 32380))
 @dataclass
 class MemberProcess:
     name: str
+    host: str
     client_port: int
     peer_port: int
     data_dir: Path
@@ -43,15 +44,15 @@ class MemberProcess:
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.host}:{self.peer_port}"
 
     @property
     def pid(self) -> int | None:
@@ -72,7 +73,9 @@ class LocalCluster:
         env: dict[str, str] | None = None,
         sink: LineSink | None = None,
         command: list[str] | None = None,
+        distinct_hosts: bool = False,
     ) -> None:
+        """distinct_hosts puts member i on 127.0.0.(i+1), so packet filters can partition them."""
         self.base_dir = Path(base_dir)
         ports = ports or list(DEFAULT_PORTS[:size])
         if len(ports) != size:
@@ -83,6 +86,7 @@ class LocalCluster:
         self.members = [
             MemberProcess(
                 name=f"m{i + 1}",
+                host=f"127.0.0.{i + 1}" if distinct_hosts else "127.0.0.1",
                 client_port=cp,
                 peer_port=pp,
                 data_dir=self.base_dir / f"m{i + 1}.etcd",

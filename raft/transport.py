@@ -138,7 +138,7 @@ class _Peer:
 
 
 def parse_address(addr: str) -> tuple[str, int]:
-    """"host:port", "[v6]:port" or "http://host:port" -> (host, port)."""
+    """ "host:port", "[v6]:port" or "http://host:port" -> (host, port)."""
     rest = addr.removeprefix("http://").removeprefix("tcp://").rstrip("/")
     host, sep, port = rest.rpartition(":")
     if not sep or not port.isdigit() or "://" in host:
@@ -257,6 +257,7 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._stopping = False
+        self._local_addr: tuple[str, int] | None = None
 
     # ---- lifecycle ----
 
@@ -264,6 +265,10 @@ class Transport:
         """Binds every listen address ("host:port", port 0 picks one); raises OSError if one cannot be bound."""
         self._loop = asyncio.get_running_loop()
         addrs = [parse_address(a) for a in listen]
+        # Dial peers from our own listen address when it is a specific one (a loopback cluster whose
+        # members sit on 127.0.0.1, .2, .3 can then be partitioned by address with packet filters).
+        host0 = addrs[0][0] if addrs else ""
+        self._local_addr = (host0, 0) if host0 not in ("", "0.0.0.0", "::", "localhost") else None
         try:
             for host, port in addrs:
                 server = await asyncio.start_server(
@@ -346,8 +351,11 @@ class Transport:
             p = peers.get(m.to)
             if p is None:
                 self._limiter.log(
-                    logging.WARNING, "unknown-destination", "dropping messages for an unknown peer",
-                    raft_peer=f"{m.to:x}", member_id=f"{self.member_id:x}",
+                    logging.WARNING,
+                    "unknown-destination",
+                    "dropping messages for an unknown peer",
+                    raft_peer=f"{m.to:x}",
+                    member_id=f"{self.member_id:x}",
                 )
                 continue
             if m.type == _SNAP:
@@ -360,8 +368,11 @@ class Transport:
                 p.overflowed = True
                 self._call_soon(self._on_unreachable, p.id)
                 self._limiter.log(
-                    logging.WARNING, ("overflow", p.id), "peer send queue full, dropping its oldest messages",
-                    raft_peer=f"{p.id:x}", max_queue=max_queue,
+                    logging.WARNING,
+                    ("overflow", p.id),
+                    "peer send queue full, dropping its oldest messages",
+                    raft_peer=f"{p.id:x}",
+                    max_queue=max_queue,
                 )
             q.append(m)
             p.wake.set()
@@ -394,8 +405,13 @@ class Transport:
             return _LEN.pack(len(payload)) + payload
         if len(batch) == 1:
             self._limiter.log(
-                logging.WARNING, ("oversized", to), "dropping a message larger than the frame limit",
-                raft_peer=f"{to:x}", size=len(payload), max_frame=MAX_FRAME, type=batch[0].type.name,
+                logging.WARNING,
+                ("oversized", to),
+                "dropping a message larger than the frame limit",
+                raft_peer=f"{to:x}",
+                size=len(payload),
+                max_frame=MAX_FRAME,
+                type=batch[0].type.name,
             )
             return b""
         half = len(batch) // 2
@@ -412,8 +428,12 @@ class Transport:
         p.overflowed = False
         p.down = True
         self._limiter.log(
-            logging.WARNING, ("down", p.id), f"peer {what}",
-            raft_peer=f"{p.id:x}", address=f"{p.addr[0]}:{p.addr[1]}", error=repr(exc),
+            logging.WARNING,
+            ("down", p.id),
+            f"peer {what}",
+            raft_peer=f"{p.id:x}",
+            address=f"{p.addr[0]}:{p.addr[1]}",
+            error=repr(exc),
         )
         self._callback(self._on_unreachable, p.id)
 
@@ -425,7 +445,9 @@ class Transport:
             host, port = p.addr
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
-                    reader, writer = await asyncio.open_connection(host, port, limit=_READ_LIMIT)
+                    reader, writer = await asyncio.open_connection(
+                        host, port, limit=_READ_LIMIT, local_addr=self._local_addr
+                    )
             except (OSError, TimeoutError) as exc:
                 self._peer_failed(p, "unreachable", exc)
             else:
@@ -484,7 +506,9 @@ class Transport:
             return
         if p.snap_task is not None:
             self._limiter.log(
-                logging.WARNING, ("snap-busy", p.id), "a snapshot to this peer is in flight; failing the new one",
+                logging.WARNING,
+                ("snap-busy", p.id),
+                "a snapshot to this peer is in flight; failing the new one",
                 raft_peer=f"{p.id:x}",
             )
             self._call_soon(self._on_snapshot_status, p.id, False)
@@ -509,7 +533,9 @@ class Transport:
             f, size = _open_read(path)  # opening is quick; reads go to the I/O thread
             host, port = p.addr
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                reader, writer = await asyncio.open_connection(host, port, limit=_READ_LIMIT)
+                reader, writer = await asyncio.open_connection(
+                    host, port, limit=_READ_LIMIT, local_addr=self._local_addr
+                )
             _set_nodelay(writer)
             writer.write(
                 self._frame(p.id, HELLO, PROTOCOL_VERSION) + self._frame(p.id, SNAP_BEGIN, [m.to_wire(), size])
@@ -534,13 +560,21 @@ class Transport:
             ok = True
             log.info(
                 "snapshot sent",
-                extra={"raft_peer": f"{p.id:x}", "index": index, "bytes": size,
-                       "seconds": round(time.monotonic() - started, 3)},
+                extra={
+                    "raft_peer": f"{p.id:x}",
+                    "index": index,
+                    "bytes": size,
+                    "seconds": round(time.monotonic() - started, 3),
+                },
             )
         except Exception as exc:
             self._limiter.log(
-                logging.WARNING, ("snap-send", p.id), "sending a snapshot failed",
-                raft_peer=f"{p.id:x}", index=index, error=repr(exc),
+                logging.WARNING,
+                ("snap-send", p.id),
+                "sending a snapshot failed",
+                raft_peer=f"{p.id:x}",
+                index=index,
+                error=repr(exc),
             )
         finally:
             if p.snap_task is asyncio.current_task():
@@ -594,9 +628,14 @@ class Transport:
             abort = not await self._serve(peer, reader, writer)
         except _Rejected as r:
             self._limiter.log(
-                logging.WARNING, ("reject", r.reason), f"rejected peer connection: {r.reason}",
-                reason=r.reason, remote_addr=str(writer.get_extra_info("peername")),
-                raft_peer=f"{peer:x}" if peer is not None else None, member_id=f"{self.member_id:x}", **r.fields,
+                logging.WARNING,
+                ("reject", r.reason),
+                f"rejected peer connection: {r.reason}",
+                reason=r.reason,
+                remote_addr=str(writer.get_extra_info("peername")),
+                raft_peer=f"{peer:x}" if peer is not None else None,
+                member_id=f"{self.member_id:x}",
+                **r.fields,
             )
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the peer went away; it will redial
@@ -604,8 +643,11 @@ class Transport:
             pass  # stop() or the peer was removed; asyncio's streams would log a cancelled callback task
         except OSError as exc:  # a timeout, or the snapshot directory
             self._limiter.log(
-                logging.WARNING, ("conn-error", type(exc).__name__), "peer connection failed",
-                raft_peer=f"{peer:x}" if peer is not None else None, error=repr(exc),
+                logging.WARNING,
+                ("conn-error", type(exc).__name__),
+                "peer connection failed",
+                raft_peer=f"{peer:x}" if peer is not None else None,
+                error=repr(exc),
             )
         except Exception:
             log.exception("peer connection failed", extra={"raft_peer": peer})
@@ -645,7 +687,10 @@ class Transport:
                         deliver(m)
                     except Exception:
                         self._limiter.log(
-                            logging.ERROR, "deliver", "delivering a peer message failed", exc_info=True,
+                            logging.ERROR,
+                            "deliver",
+                            "delivering a peer message failed",
+                            exc_info=True,
                             raft_peer=f"{peer:x}",
                         )
             elif kind == SNAP_BEGIN:
@@ -699,8 +744,12 @@ class Transport:
                     raise _Rejected("unexpected_frame", kind=repr(kind)[:40])
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             self._limiter.log(
-                logging.WARNING, ("snap-recv", peer), "snapshot stream broke; discarding it",
-                raft_peer=f"{peer:x}", index=md.index, error=repr(exc),
+                logging.WARNING,
+                ("snap-recv", peer),
+                "snapshot stream broke; discarding it",
+                raft_peer=f"{peer:x}",
+                index=md.index,
+                error=repr(exc),
             )
             raise
         finally:
@@ -708,8 +757,13 @@ class Transport:
                 await asyncio.shield(asyncio.wrap_future(io.submit(_discard_file, f, tmp)))
         log.info(
             "snapshot received",
-            extra={"raft_peer": f"{peer:x}", "index": md.index, "bytes": total, "file": str(final),
-                   "seconds": round(time.monotonic() - started, 3)},
+            extra={
+                "raft_peer": f"{peer:x}",
+                "index": md.index,
+                "bytes": total,
+                "file": str(final),
+                "seconds": round(time.monotonic() - started, 3),
+            },
         )
         writer.write(self._frame(peer, SNAP_ACK, md.index))
         self._callback(self._deliver_snapshot, msg, final)
