@@ -1,0 +1,425 @@
+"""KV throughput and latency of raftkv and of real etcd, measured alike in one run.
+
+    python -m bench.kv --seconds 8 --clients 64 --value-size 256 --workloads put,range,srange
+
+Both servers (a fresh single-member raftkv and a fresh single-member etcd, each on free loopback
+ports with its data in a temp dir) run for the whole benchmark; each workload runs on one, then
+on the other, so a drift of the machine's load hits both alike (an idle server costs well under
+1% of a core). The same gRPC load generator, in this process, runs each workload: a warm-up,
+then ``--seconds`` of measurement with ``--clients`` requests in flight over ``--channels``
+connections, keys spread over ``--keys`` keys. Workloads:
+
+- ``put``: Put of a ``--value-size`` byte value;
+- ``range``: linearizable Range of one key;
+- ``srange``: serializable Range of one key;
+
+and, unless ``--single-seconds 0``, Put from a single client (one request in flight), for latency.
+Before the reads every key is written once, so each read finds a value.
+
+The load generator is built to cost the shared CPU as little as possible: requests are encoded
+once up front and sent as raw bytes on generic unary-unary methods (responses are not decoded;
+errors still arrive as gRPC statuses and are counted), each client is one coroutine reusing its
+channel, and per request the only work besides the call is two clock reads and one append.
+
+Prints a table (ops/s, p50 and p99 latency, the server's CPU use, raftkv/etcd ratios) and writes
+the results to ``bench/results/kv-<UTC timestamp>.json``. Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+import uvloop
+
+from bench.procs import KINDS, Server
+from proto.etcdserverpb import rpc_pb2 as pb
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+WORKLOADS = ("put", "range", "srange")
+SINGLE = "put-1"  # the single-client put row
+METHODS = {
+    "put": "/etcdserverpb.KV/Put",
+    "range": "/etcdserverpb.KV/Range",
+    "srange": "/etcdserverpb.KV/Range",
+    SINGLE: "/etcdserverpb.KV/Put",
+}
+TITLES = {
+    "put": "put",
+    "range": "range (linearizable)",
+    "srange": "range (serializable)",
+    SINGLE: "put, 1 client",
+}
+
+
+@dataclass
+class Config:
+    seconds: float = 8.0
+    warmup: float = 2.0
+    clients: int = 64
+    channels: int = 4
+    value_size: int = 256
+    keys: int = 10_000
+    workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
+    single_seconds: float = 8.0
+    servers: list[str] = field(default_factory=lambda: list(KINDS))
+    seed: int = 1
+
+
+@dataclass
+class Result:
+    workload: str
+    server: str
+    clients: int
+    seconds: float  # length of the measurement window
+    ops: int  # successful requests completed inside it
+    errors: int
+    ops_per_s: float
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+    server_cpu_s: float  # CPU the server process used during the window (all its threads)
+    client_cpu_s: float  # CPU this load generator used during the window
+    other_cpu_s: float  # CPU everything else on the machine used during the window (noise)
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores have spent busy since boot (Linux /proc/stat), to see what else ran."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]
+    del ticks[3:5]  # idle, iowait
+    return sum(ticks) / CLOCK_TICKS
+
+
+def key(i: int) -> bytes:
+    return b"bench/key/%08d" % i
+
+
+def encoded_requests(workload: str, cfg: Config) -> list[bytes]:
+    """Every request the workload sends, encoded once: one per key."""
+    if workload in ("put", SINGLE):
+        value = random.Random(cfg.seed).randbytes(cfg.value_size)
+        return [pb.PutRequest(key=key(i), value=value).SerializeToString() for i in range(cfg.keys)]
+    serializable = workload == "srange"
+    return [pb.RangeRequest(key=key(i), serializable=serializable).SerializeToString() for i in range(cfg.keys)]
+
+
+def _stride(n: int) -> int:
+    """A step coprime with n, so a client walking the key space by it visits every key."""
+    step = max(1, int(n * 0.618))
+    while math.gcd(step, n) != 1:
+        step += 1
+    return step
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+async def open_channels(endpoint: str, count: int) -> list[grpc.aio.Channel]:
+    # a local subchannel pool per channel: otherwise gRPC shares one connection between them
+    channels = [
+        grpc.aio.insecure_channel(endpoint, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(count)
+    ]
+    await asyncio.gather(*(asyncio.wait_for(ch.channel_ready(), 10) for ch in channels))
+    return channels
+
+
+async def drive(
+    server: Server, workload: str, requests: list[bytes], clients: int, channels: int, warmup: float, seconds: float
+) -> Result:
+    """Runs ``clients`` closed-loop clients for warmup + seconds; measures the last ``seconds``."""
+    chans = await open_channels(server.endpoint, min(channels, clients))
+    try:
+        calls = [ch.unary_unary(METHODS[workload]) for ch in chans]  # bytes in, bytes out
+        n = len(requests)
+        step = _stride(n)
+        rng = random.Random(clients)
+        offsets = [rng.randrange(n) for _ in range(clients)]
+        now = time.perf_counter()
+        start, end = now + warmup, now + warmup + seconds
+        cpu: list[tuple[float, float, float]] = []
+
+        async def probe() -> None:
+            await asyncio.sleep(max(0.0, start - time.perf_counter()))
+            cpu.append((server.cpu_seconds(), time.process_time(), machine_busy_seconds()))
+            await asyncio.sleep(max(0.0, end - time.perf_counter()))
+            cpu.append((server.cpu_seconds(), time.process_time(), machine_busy_seconds()))
+
+        async def client(i: int) -> tuple[list[float], int]:
+            call = calls[i % len(calls)]
+            k = offsets[i]
+            latencies: list[float] = []
+            record = latencies.append
+            perf = time.perf_counter
+            errors = 0
+            while True:
+                t0 = perf()
+                if t0 >= end:
+                    return latencies, errors
+                try:
+                    await call(requests[k])
+                except grpc.aio.AioRpcError:
+                    if t0 >= start:
+                        errors += 1
+                else:
+                    t1 = perf()
+                    if start <= t1 < end:
+                        record(t1 - t0)
+                k += step
+                if k >= n:
+                    k -= n
+
+        probing = asyncio.ensure_future(probe())
+        outcomes = await asyncio.gather(*(client(i) for i in range(clients)))
+        await probing
+    finally:
+        await asyncio.gather(*(ch.close() for ch in chans))
+    latencies = sorted(x for lat, _ in outcomes for x in lat)
+    errors = sum(e for _, e in outcomes)
+    (server0, client0, busy0), (server1, client1, busy1) = cpu
+    ms = 1000.0
+    return Result(
+        workload=workload,
+        server=server.kind,
+        clients=clients,
+        seconds=seconds,
+        ops=len(latencies),
+        errors=errors,
+        ops_per_s=len(latencies) / seconds,
+        p50_ms=percentile(latencies, 0.50) * ms,
+        p99_ms=percentile(latencies, 0.99) * ms,
+        mean_ms=(sum(latencies) / len(latencies) * ms) if latencies else math.nan,
+        max_ms=(latencies[-1] * ms) if latencies else math.nan,
+        server_cpu_s=server1 - server0,
+        client_cpu_s=client1 - client0,
+        other_cpu_s=max(0.0, (busy1 - busy0) - (server1 - server0) - (client1 - client0)),
+    )
+
+
+async def populate(server: Server, cfg: Config) -> None:
+    """Writes every key once (in txns of up to 128 puts, under the request size limit)."""
+    value = random.Random(cfg.seed).randbytes(cfg.value_size)
+    per_txn = max(1, min(128, 1_000_000 // (cfg.value_size + 64)))
+    (chan,) = await open_channels(server.endpoint, 1)
+    try:
+        txn = chan.unary_unary(
+            "/etcdserverpb.KV/Txn",
+            request_serializer=pb.TxnRequest.SerializeToString,
+            response_deserializer=pb.TxnResponse.FromString,
+        )
+        for first in range(0, cfg.keys, per_txn):
+            ops = [
+                pb.RequestOp(request_put=pb.PutRequest(key=key(i), value=value))
+                for i in range(first, min(first + per_txn, cfg.keys))
+            ]
+            await txn(pb.TxnRequest(success=ops), timeout=30)
+    finally:
+        await chan.close()
+
+
+async def bench_all(servers: list[Server], cfg: Config, log: bool = True) -> list[Result]:
+    """Each workload on each server in turn, so a slow drift of the machine's load hits both alike."""
+    results = []
+    plan = [(w, cfg.clients, cfg.seconds) for w in cfg.workloads]
+    if cfg.single_seconds > 0:
+        plan.append((SINGLE, 1, cfg.single_seconds))
+    populated = False
+    for workload, clients, seconds in plan:
+        if workload in ("range", "srange") and not populated:
+            await asyncio.gather(*(populate(server, cfg) for server in servers))
+            populated = True
+        requests = encoded_requests(workload, cfg)
+        for server in servers:
+            result = await drive(server, workload, requests, clients, cfg.channels, cfg.warmup, seconds)
+            if log:
+                print(
+                    f"  {server.kind:<6} {TITLES[workload]:<21} {result.ops_per_s:>9,.0f} ops/s  "
+                    f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  errors {result.errors}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            results.append(result)
+    return results
+
+
+def run(cfg: Config, workdir: Path, log: bool = True) -> tuple[list[Result], dict[str, str]]:
+    """Starts every server (idle ones cost well under 1% of a core), then runs the workloads."""
+    with contextlib.ExitStack() as stack:
+        servers = []
+        versions: dict[str, str] = {}
+        for kind in cfg.servers:
+            server = Server(kind, workdir / kind)
+            versions[kind] = server.version()
+            if log:
+                print(f"starting {kind} ({versions[kind]}) ...", file=sys.stderr, flush=True)
+            servers.append(stack.enter_context(server))
+        return uvloop.run(bench_all(servers, cfg, log)), versions
+
+
+# ---- reporting ----
+
+
+def _fmt(x: float, spec: str) -> str:
+    return "-" if x is None or math.isnan(x) else format(x, spec)
+
+
+def table(results: list[Result], cfg: Config) -> str:
+    by = {(r.workload, r.server): r for r in results}
+    servers = [s for s in cfg.servers if any(r.server == s for r in results)]
+    workloads = list(dict.fromkeys(r.workload for r in results))
+    head = f"{'workload':<21} {'clients':>7}"
+    for s in servers:
+        head += f" | {s + ' ops/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'cpu':>5}"
+    ratio = "raftkv" in servers and "etcd" in servers
+    if ratio:
+        head += f" | {'raftkv/etcd: ops/s':>18} {'p50':>5} {'p99':>5}"
+    lines = [head, "-" * len(head)]
+    for w in workloads:
+        first = next(r for r in results if r.workload == w)
+        line = f"{TITLES[w]:<21} {first.clients:>7}"
+        for s in servers:
+            r = by.get((w, s))
+            if r is None:
+                line += f" | {'-':>13} {'-':>7} {'-':>7} {'-':>5}"
+                continue
+            cpu = f"{100 * r.server_cpu_s / r.seconds:.0f}%"
+            line += f" | {_fmt(r.ops_per_s, ',.0f'):>13} {_fmt(r.p50_ms, '.2f'):>7} {_fmt(r.p99_ms, '.2f'):>7} {cpu:>5}"
+        if ratio:
+            a, b = by.get((w, "raftkv")), by.get((w, "etcd"))
+            if a and b and b.ops_per_s and b.p50_ms and b.p99_ms:
+                line += f" | {a.ops_per_s / b.ops_per_s:>18.2f} {a.p50_ms / b.p50_ms:>5.2f} {a.p99_ms / b.p99_ms:>5.2f}"
+        lines.append(line)
+    errors = sum(r.errors for r in results)
+    others = [100 * r.other_cpu_s / r.seconds for r in results]
+    lines.append(
+        f"({cfg.clients} clients over {cfg.channels} channels, {cfg.value_size}-byte values, {cfg.keys:,} keys, "
+        f"{cfg.seconds:g} s per workload after {cfg.warmup:g} s of warm-up; cpu = the server's CPU use, "
+        f"100% = one core; {errors} errors; other processes on the machine used {sum(others) / len(others):.0f}% "
+        f"on average, at most {max(others):.0f}%)"
+    )
+    return "\n".join(lines)
+
+
+def ratios(results: list[Result]) -> dict[str, dict[str, float]]:
+    by = {(r.workload, r.server): r for r in results}
+    out = {}
+    for w in dict.fromkeys(r.workload for r in results):
+        a, b = by.get((w, "raftkv")), by.get((w, "etcd"))
+        if a and b and b.ops_per_s:
+            out[w] = {
+                "ops_per_s": a.ops_per_s / b.ops_per_s,
+                "p50_ms": a.p50_ms / b.p50_ms if b.p50_ms else math.nan,
+                "p99_ms": a.p99_ms / b.p99_ms if b.p99_ms else math.nan,
+            }
+    return out
+
+
+def machine() -> dict[str, object]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+    }
+
+
+def document(cfg: Config, results: list[Result], versions: dict[str, str], argv: list[str]) -> dict[str, object]:
+    return {
+        "benchmark": "kv",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python -m bench.kv " + " ".join(argv),
+        "machine": machine(),
+        "config": asdict(cfg),
+        "servers": versions,
+        "results": [asdict(r) for r in results],
+        "ratios": ratios(results),
+    }
+
+
+def parse_args(argv: list[str]) -> tuple[Config, Path]:
+    p = argparse.ArgumentParser(prog="python -m bench.kv", description=__doc__.split("\n\n")[0])
+    d = Config()
+    p.add_argument("--seconds", type=float, default=d.seconds, help="measured seconds per workload")
+    p.add_argument("--warmup", type=float, default=d.warmup, help="warm-up seconds before each measurement")
+    p.add_argument("--clients", type=int, default=d.clients, help="concurrent requests in flight")
+    p.add_argument("--channels", type=int, default=d.channels, help="gRPC connections the clients share")
+    p.add_argument("--value-size", type=int, default=d.value_size, help="bytes per put value")
+    p.add_argument("--keys", type=int, default=d.keys, help="size of the key space")
+    p.add_argument("--workloads", default=",".join(d.workloads), help=f"comma-separated, of {', '.join(WORKLOADS)}")
+    p.add_argument(
+        "--single-seconds",
+        type=float,
+        default=None,
+        help="measured seconds of the single-client put row (default: --seconds; 0 skips it)",
+    )
+    p.add_argument("--servers", default=",".join(d.servers), help="comma-separated, of raftkv, etcd")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON results go")
+    a = p.parse_args(argv)
+    workloads = [w for w in a.workloads.split(",") if w]
+    servers = [s for s in a.servers.split(",") if s]
+    for w in workloads:
+        if w not in WORKLOADS:
+            p.error(f"unknown workload {w!r}")
+    for s in servers:
+        if s not in KINDS:
+            p.error(f"unknown server {s!r}")
+    if a.clients < 1 or a.channels < 1 or a.keys < 1 or a.seconds <= 0 or a.warmup < 0 or a.value_size < 0:
+        p.error("--clients, --channels, --keys and --seconds must be positive, --warmup and --value-size not negative")
+    cfg = Config(
+        seconds=a.seconds,
+        warmup=a.warmup,
+        clients=a.clients,
+        channels=a.channels,
+        value_size=a.value_size,
+        keys=a.keys,
+        workloads=workloads,
+        single_seconds=a.seconds if a.single_seconds is None else a.single_seconds,
+        servers=servers,
+    )
+    return cfg, a.results_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cfg, results_dir = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="raftkv-bench-") as tmp:
+        results, versions = run(cfg, Path(tmp))
+    doc = document(cfg, results, versions, argv)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"kv-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print()
+    print(table(results, cfg))
+    print(f"\nresults: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
