@@ -31,7 +31,9 @@ GRACE_SECONDS = 2.0
 
 def grpc_options(cfg: ServerConfig) -> list[tuple[str, int]]:
     return [
-        ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
+        # twice etcd's limit: requests between the two are refused by the services with etcd's
+        # own wording (kvstore.errors.MessageTooLarge); gRPC refuses anything larger itself
+        ("grpc.max_receive_message_length", 2 * (cfg.max_request_bytes + GRPC_OVERHEAD_BYTES)),
         ("grpc.max_send_message_length", 2**31 - 1),
         ("grpc.max_concurrent_streams", 2**31 - 1),
         ("grpc.so_reuseport", 0),  # a second process on the same port must fail, not share it
@@ -67,6 +69,9 @@ class MemberServer:
         member = Member(cfg, node, backend)
         self.member = member
         await member.start()
+        # like etcd, serve clients once this member's name and client URLs are in the log (what
+        # MemberList and endpoint discovery show); that needs a leader and a quorum
+        await member.published.wait()
         server = grpc.aio.server(options=grpc_options(cfg))
         rpc_pb2_grpc.add_KVServicer_to_server(KVService(member), server)
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(member), server)

@@ -31,7 +31,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
                 clientURLs=info.client_urls,
                 isLearner=info.is_learner,
             )
-        member.fill_header(resp.header)
+        member.fill_header(resp.header, revision=False)
         return resp
 
     MemberAdd = unimplemented("Cluster", "MemberAdd")

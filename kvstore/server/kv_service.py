@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import grpc
+from google.protobuf.message import Message
 
 from kvstore.apply import CompactResult, Op
 from kvstore.apply.kv import do_range, do_txn, is_txn_readonly, is_txn_serializable
+from kvstore.config import GRPC_OVERHEAD_BYTES
+from kvstore.errors import MessageTooLarge
 from kvstore.server.member import Member
 from kvstore.server.rpc import etcd_status
 from kvstore.server.validate import check_delete, check_put, check_range, check_txn
@@ -18,6 +21,12 @@ Ctx = grpc.aio.ServicerContext
 class KVService(rpc_pb2_grpc.KVServicer):
     def __init__(self, member: Member) -> None:
         self.member = member
+        self.max_message = member.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES
+
+    def _check_message_size(self, request: Message) -> None:
+        size = request.ByteSize()
+        if size > self.max_message:
+            raise MessageTooLarge(size, self.max_message)
 
     @etcd_status
     async def Range(self, request: pb.RangeRequest, context: Ctx) -> pb.RangeResponse:
@@ -32,6 +41,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
 
     @etcd_status
     async def Put(self, request: pb.PutRequest, context: Ctx) -> pb.PutResponse:
+        self._check_message_size(request)
         check_put(request)
         resp = await self.member.propose(Op.PUT, request.SerializeToString())
         self.member.fill_header(resp.header)  # type: ignore[attr-defined]
@@ -47,6 +57,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
     @etcd_status
     async def Txn(self, request: pb.TxnRequest, context: Ctx) -> pb.TxnResponse:
         member = self.member
+        self._check_message_size(request)
         check_txn(request, member.cfg.max_txn_ops)
         if is_txn_readonly(request):
             if not is_txn_serializable(request):

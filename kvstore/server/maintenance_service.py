@@ -38,9 +38,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     async def Alarm(self, request: pb.AlarmRequest, context: Ctx) -> pb.AlarmResponse:
         if request.action != pb.AlarmRequest.GET:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: raising or clearing alarms is not implemented")
-        resp = pb.AlarmResponse()  # no alarm is ever raised yet
-        self.member.fill_header(resp.header)
-        return resp
+        return pb.AlarmResponse()  # no alarm is ever raised yet; etcd's answer to GET has no header
 
     Defragment = unimplemented("Maintenance", "Defragment")
     Hash = unimplemented("Maintenance", "Hash")

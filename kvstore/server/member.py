@@ -17,7 +17,6 @@ import heapq
 import itertools
 import logging
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Sequence
@@ -51,7 +50,10 @@ class Member:
         self.log = replicated_log
         self.known_members = {mid: MemberInfo(mid, name, urls) for mid, (name, urls) in cfg.members.items()}
         self._snapshot_seq = itertools.count()
-        self._ids = itertools.count(secrets.randbits(62))
+        self.published = asyncio.Event()  # set once this member's attributes are in the applied log
+        # request ids as etcd makes them: the low 16 bits of the member id on top, then a counter
+        # started from the clock (so sizes, and the request-size limit, match etcd's to the byte)
+        self._ids = itertools.count(((cfg.member_id & 0xFFFF) << 48) | ((int(time.time() * 1000) & (2**40 - 1)) << 8))
         self._waiters: dict[int, tuple[asyncio.Future, float]] = {}
         self._applied_waiters: list[tuple[int, int, asyncio.Future]] = []  # heap of (index, seq, future)
         self._seq = itertools.count()
@@ -93,6 +95,7 @@ class Member:
         while True:
             info = self.applier.membership.members.get(self.member_id)
             if info is not None and info.name == cfg.name and info.client_urls == cfg.advertise_client_urls:
+                self.published.set()
                 return
             if info is None:  # not a member (yet): the conf change adding us has not been applied
                 await asyncio.sleep(1)
@@ -151,9 +154,9 @@ class Member:
     async def propose(self, op: Op, body: bytes) -> object:
         """Proposes a request and returns the applier's result for it (raising etcd's errors)."""
         request_id = next(self._ids)
-        data = encode_request(op, request_id, body)
-        if len(data) > self.cfg.max_request_bytes:
+        if etcd_request_size(len(body), request_id) > self.cfg.max_request_bytes:
             raise RequestTooLarge()
+        data = encode_request(op, request_id, body)
         fut = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = (fut, time.monotonic() + self._timeout)
         try:
@@ -219,9 +222,22 @@ class Member:
 
     # ---- responses ----
 
-    def fill_header(self, header: pb.ResponseHeader) -> None:
+    def fill_header(self, header: pb.ResponseHeader, revision: bool = True) -> None:
+        """etcd's header; the Cluster service's carries no revision, as etcd's does not."""
         header.cluster_id = self.cluster_id
         header.member_id = self.member_id
         header.raft_term = self.log.term
-        if not header.revision:
+        if revision and not header.revision:
             header.revision = self.store.current_rev
+
+
+def _varint_len(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
+def etcd_request_size(body_len: int, request_id: int) -> int:
+    """The size etcd checks against --max-request-bytes: its InternalRaftRequest with the request's
+    header (a field holding the id) and the request itself as one field; our own log envelope is
+    of a similar size, but the limit is etcd's, to the byte."""
+    header = 1 + _varint_len(request_id)  # field 1 of RequestHeader: the id
+    return (2 + _varint_len(header) + header) + (1 + _varint_len(body_len) + body_len)  # header is field 100
