@@ -39,6 +39,7 @@ from kvstore.errors import (
     StartupError,
     Stopped,
     TimeoutLeaderTransfer,
+    TooManyRequests,
 )
 from raft import failpoints
 from raft.api import StateMachine
@@ -68,6 +69,7 @@ log = logging.getLogger("raftkv.raft")
 
 CATCH_UP_ENTRIES = 5000  # entries kept after a compaction for slow followers (etcd's default)
 READ_ROUND_TIMEOUT = 1.0  # a ReadIndex round not answered by then is asked again
+MAX_UNCOMMITTED_BYTES = 256 << 20  # a leader that cannot commit refuses proposals past this
 
 
 def _entry(term: int, index: int, etype: int, data: bytes) -> Entry:
@@ -203,6 +205,7 @@ class RaftNode:
             rng=random.Random(),
             max_size_per_msg=1 << 20,
             max_inflight_msgs=256,
+            max_uncommitted_entries_size=MAX_UNCOMMITTED_BYTES,
         )
         self.rn = RawNode(cfg, storage)
         if fresh and self.bootstrap:
@@ -308,7 +311,8 @@ class RaftNode:
         try:
             rn.propose(data)
         except ProposalDroppedError:
-            raise NoLeader() from None
+            # a leader over its uncommitted budget, or a leader transfer under way
+            raise (NoLeader() if rn.lead == NONE else TooManyRequests()) from None
         self._wake.set()
 
     async def read_index(self) -> int:
