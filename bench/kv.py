@@ -1,13 +1,17 @@
 """KV throughput and latency of raftkv and of real etcd, measured alike in one run.
 
     python -m bench.kv --seconds 8 --clients 64 --value-size 256 --workloads put,range,srange
+    python -m bench.kv --members 3        # three-member clusters of each
 
-Both servers (a fresh single-member raftkv and a fresh single-member etcd, each on free loopback
+Both servers (a fresh raftkv and a fresh etcd, each of ``--members`` members on free loopback
 ports with its data in a temp dir) run for the whole benchmark; each workload runs on one, then
 on the other, so a drift of the machine's load hits both alike (an idle server costs well under
 1% of a core). The same gRPC load generator, in this process, runs each workload: a warm-up,
 then ``--seconds`` of measurement with ``--clients`` requests in flight over ``--channels``
-connections, keys spread over ``--keys`` keys. Workloads:
+connections, keys spread over ``--keys`` keys. With three members the connections are spread
+round-robin over the members' endpoints, leader first (as etcd's own benchmark tool spreads its
+connections over several ``--endpoints``), and a server's CPU is the sum over its three member
+processes. Workloads:
 
 - ``put``: Put of a ``--value-size`` byte value;
 - ``range``: linearizable Range of one key;
@@ -22,7 +26,8 @@ errors still arrive as gRPC statuses and are counted), each client is one corout
 channel, and per request the only work besides the call is two clock reads and one append.
 
 Prints a table (ops/s, p50 and p99 latency, the server's CPU use, raftkv/etcd ratios) and writes
-the results to ``bench/results/kv-<UTC timestamp>.json``. Nothing here asserts a timing.
+the results to ``bench/results/kv-<UTC timestamp>.json`` (``kv-3members-<UTC timestamp>.json``
+for clusters). Nothing here asserts a timing.
 """
 
 from __future__ import annotations
@@ -38,14 +43,15 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 import uvloop
 
-from bench.procs import KINDS, Server
+from bench.procs import KINDS, Cluster, Server
 from proto.etcdserverpb import rpc_pb2 as pb
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -78,6 +84,20 @@ class Config:
     single_seconds: float = 8.0
     servers: list[str] = field(default_factory=lambda: list(KINDS))
     seed: int = 1
+    members: int = 1  # per server: 1, or a cluster of 3
+
+
+class Target(Protocol):
+    """What the load generator needs of a server under test: a ``Server`` or a ``Cluster``."""
+
+    kind: str
+
+    @property
+    def endpoints(self) -> list[str]: ...
+
+    def cpu_seconds(self) -> float: ...
+
+    def member_cpu_seconds(self) -> list[float]: ...
 
 
 @dataclass
@@ -96,6 +116,8 @@ class Result:
     server_cpu_s: float  # CPU the server process used during the window (all its threads)
     client_cpu_s: float  # CPU this load generator used during the window
     other_cpu_s: float  # CPU everything else on the machine used during the window (noise)
+    members: int = 1
+    member_cpu_s: list[float] = field(default_factory=list)  # server_cpu_s per member process (leader first)
 
 
 def machine_busy_seconds() -> float:
@@ -133,20 +155,37 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-async def open_channels(endpoint: str, count: int) -> list[grpc.aio.Channel]:
+async def open_channels(endpoint: str | Sequence[str], count: int) -> list[grpc.aio.Channel]:
+    """``count`` channels (one connection each), spread round-robin over one or several endpoints."""
+    endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
     # a local subchannel pool per channel: otherwise gRPC shares one connection between them
     channels = [
-        grpc.aio.insecure_channel(endpoint, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(count)
+        grpc.aio.insecure_channel(endpoints[i % len(endpoints)], options=[("grpc.use_local_subchannel_pool", 1)])
+        for i in range(count)
     ]
     await asyncio.gather(*(asyncio.wait_for(ch.channel_ready(), 10) for ch in channels))
     return channels
 
 
+Opener = Callable[[Sequence[str], int], Awaitable[list[grpc.aio.Channel]]]
+
+
 async def drive(
-    server: Server, workload: str, requests: list[bytes], clients: int, channels: int, warmup: float, seconds: float
+    server: Target,
+    workload: str,
+    requests: list[bytes],
+    clients: int,
+    channels: int,
+    warmup: float,
+    seconds: float,
+    opener: Opener | None = None,
 ) -> Result:
-    """Runs ``clients`` closed-loop clients for warmup + seconds; measures the last ``seconds``."""
-    chans = await open_channels(server.endpoint, min(channels, clients))
+    """Runs ``clients`` closed-loop clients for warmup + seconds; measures the last ``seconds``.
+
+    Client ``i`` uses channel ``i % channels``; channel ``j`` goes to endpoint ``j % len(endpoints)``
+    (or wherever ``opener``, given the endpoints and a count, puts its channels).
+    """
+    chans = await (opener or open_channels)(server.endpoints, min(channels, clients))
     try:
         calls = [ch.unary_unary(METHODS[workload]) for ch in chans]  # bytes in, bytes out
         n = len(requests)
@@ -155,13 +194,13 @@ async def drive(
         offsets = [rng.randrange(n) for _ in range(clients)]
         now = time.perf_counter()
         start, end = now + warmup, now + warmup + seconds
-        cpu: list[tuple[float, float, float]] = []
+        cpu: list[tuple[list[float], float, float]] = []
 
         async def probe() -> None:
             await asyncio.sleep(max(0.0, start - time.perf_counter()))
-            cpu.append((server.cpu_seconds(), time.process_time(), machine_busy_seconds()))
+            cpu.append((server.member_cpu_seconds(), time.process_time(), machine_busy_seconds()))
             await asyncio.sleep(max(0.0, end - time.perf_counter()))
-            cpu.append((server.cpu_seconds(), time.process_time(), machine_busy_seconds()))
+            cpu.append((server.member_cpu_seconds(), time.process_time(), machine_busy_seconds()))
 
         async def client(i: int) -> tuple[list[float], int]:
             call = calls[i % len(calls)]
@@ -194,7 +233,9 @@ async def drive(
         await asyncio.gather(*(ch.close() for ch in chans))
     latencies = sorted(x for lat, _ in outcomes for x in lat)
     errors = sum(e for _, e in outcomes)
-    (server0, client0, busy0), (server1, client1, busy1) = cpu
+    (members0, client0, busy0), (members1, client1, busy1) = cpu
+    member_cpu = [b - a for a, b in zip(members0, members1, strict=True)]
+    server_cpu = sum(member_cpu)
     ms = 1000.0
     return Result(
         workload=workload,
@@ -208,17 +249,19 @@ async def drive(
         p99_ms=percentile(latencies, 0.99) * ms,
         mean_ms=(sum(latencies) / len(latencies) * ms) if latencies else math.nan,
         max_ms=(latencies[-1] * ms) if latencies else math.nan,
-        server_cpu_s=server1 - server0,
+        server_cpu_s=server_cpu,
         client_cpu_s=client1 - client0,
-        other_cpu_s=max(0.0, (busy1 - busy0) - (server1 - server0) - (client1 - client0)),
+        other_cpu_s=max(0.0, (busy1 - busy0) - server_cpu - (client1 - client0)),
+        members=len(member_cpu),
+        member_cpu_s=member_cpu,
     )
 
 
-async def populate(server: Server, cfg: Config) -> None:
+async def populate(server: Target, cfg: Config) -> None:
     """Writes every key once (in txns of up to 128 puts, under the request size limit)."""
     value = random.Random(cfg.seed).randbytes(cfg.value_size)
     per_txn = max(1, min(128, 1_000_000 // (cfg.value_size + 64)))
-    (chan,) = await open_channels(server.endpoint, 1)
+    (chan,) = await open_channels(server.endpoints[0], 1)
     try:
         txn = chan.unary_unary(
             "/etcdserverpb.KV/Txn",
@@ -235,7 +278,7 @@ async def populate(server: Server, cfg: Config) -> None:
         await chan.close()
 
 
-async def bench_all(servers: list[Server], cfg: Config, log: bool = True) -> list[Result]:
+async def bench_all(servers: Sequence[Target], cfg: Config, log: bool = True) -> list[Result]:
     """Each workload on each server in turn, so a slow drift of the machine's load hits both alike."""
     results = []
     plan = [(w, cfg.clients, cfg.seconds) for w in cfg.workloads]
@@ -262,16 +305,37 @@ async def bench_all(servers: list[Server], cfg: Config, log: bool = True) -> lis
 
 def run(cfg: Config, workdir: Path, log: bool = True) -> tuple[list[Result], dict[str, str]]:
     """Starts every server (idle ones cost well under 1% of a core), then runs the workloads."""
+    results, versions, _ = run_with_topology(cfg, workdir, log)
+    return results, versions
+
+
+def run_with_topology(
+    cfg: Config, workdir: Path, log: bool = True
+) -> tuple[list[Result], dict[str, str], dict[str, dict[str, object]]]:
+    """``run``, also returning per server its members' endpoints (leader first) and the leader's name."""
     with contextlib.ExitStack() as stack:
-        servers = []
+        servers: list[Server | Cluster] = []
         versions: dict[str, str] = {}
+        topology: dict[str, dict[str, object]] = {}
         for kind in cfg.servers:
-            server = Server(kind, workdir / kind)
+            server: Server | Cluster
+            if cfg.members == 1:
+                server = Server(kind, workdir / kind)
+            else:
+                server = Cluster(kind, workdir / kind, size=cfg.members)
             versions[kind] = server.version()
             if log:
-                print(f"starting {kind} ({versions[kind]}) ...", file=sys.stderr, flush=True)
+                what = "" if cfg.members == 1 else f", {cfg.members} members"
+                print(f"starting {kind} ({versions[kind]}{what}) ...", file=sys.stderr, flush=True)
             servers.append(stack.enter_context(server))
-        return uvloop.run(bench_all(servers, cfg, log)), versions
+            topology[kind] = {
+                "members": cfg.members,
+                "endpoints": server.endpoints,
+                "leader": server.leader_name if isinstance(server, Cluster) else server.name,
+            }
+            if log and isinstance(server, Cluster):
+                print(f"  leader {server.leader_name}; endpoints {', '.join(server.endpoints)}", file=sys.stderr)
+        return uvloop.run(bench_all(servers, cfg, log)), versions, topology
 
 
 # ---- reporting ----
@@ -309,9 +373,14 @@ def table(results: list[Result], cfg: Config) -> str:
         lines.append(line)
     errors = sum(r.errors for r in results)
     others = [100 * r.other_cpu_s / r.seconds for r in results]
+    if cfg.members == 1:
+        topology, whose = "single members", "the server's CPU use"
+    else:
+        topology = f"{cfg.members}-member clusters, channels round-robin over the members, leader first"
+        whose = f"the server's CPU use summed over its {cfg.members} member processes"
     lines.append(
-        f"({cfg.clients} clients over {cfg.channels} channels, {cfg.value_size}-byte values, {cfg.keys:,} keys, "
-        f"{cfg.seconds:g} s per workload after {cfg.warmup:g} s of warm-up; cpu = the server's CPU use, "
+        f"({topology}; {cfg.clients} clients over {cfg.channels} channels, {cfg.value_size}-byte values, "
+        f"{cfg.keys:,} keys, {cfg.seconds:g} s per workload after {cfg.warmup:g} s of warm-up; cpu = {whose}, "
         f"100% = one core; {errors} errors; other processes on the machine used {sum(others) / len(others):.0f}% "
         f"on average, at most {max(others):.0f}%)"
     )
@@ -350,8 +419,14 @@ def machine() -> dict[str, object]:
     }
 
 
-def document(cfg: Config, results: list[Result], versions: dict[str, str], argv: list[str]) -> dict[str, object]:
-    return {
+def document(
+    cfg: Config,
+    results: list[Result],
+    versions: dict[str, str],
+    argv: list[str],
+    topology: dict[str, dict[str, object]] | None = None,
+) -> dict[str, object]:
+    doc: dict[str, object] = {
         "benchmark": "kv",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m bench.kv " + " ".join(argv),
@@ -361,6 +436,9 @@ def document(cfg: Config, results: list[Result], versions: dict[str, str], argv:
         "results": [asdict(r) for r in results],
         "ratios": ratios(results),
     }
+    if topology is not None:
+        doc["topology"] = topology
+    return doc
 
 
 def parse_args(argv: list[str]) -> tuple[Config, Path]:
@@ -369,7 +447,12 @@ def parse_args(argv: list[str]) -> tuple[Config, Path]:
     p.add_argument("--seconds", type=float, default=d.seconds, help="measured seconds per workload")
     p.add_argument("--warmup", type=float, default=d.warmup, help="warm-up seconds before each measurement")
     p.add_argument("--clients", type=int, default=d.clients, help="concurrent requests in flight")
-    p.add_argument("--channels", type=int, default=d.channels, help="gRPC connections the clients share")
+    p.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        help=f"gRPC connections the clients share (default {d.channels}, or 2 per member with several members)",
+    )
     p.add_argument("--value-size", type=int, default=d.value_size, help="bytes per put value")
     p.add_argument("--keys", type=int, default=d.keys, help="size of the key space")
     p.add_argument("--workloads", default=",".join(d.workloads), help=f"comma-separated, of {', '.join(WORKLOADS)}")
@@ -380,6 +463,13 @@ def parse_args(argv: list[str]) -> tuple[Config, Path]:
         help="measured seconds of the single-client put row (default: --seconds; 0 skips it)",
     )
     p.add_argument("--servers", default=",".join(d.servers), help="comma-separated, of raftkv, etcd")
+    p.add_argument(
+        "--members",
+        type=int,
+        choices=(1, 3),
+        default=d.members,
+        help="members per server: 1 (default) or a three-member cluster",
+    )
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON results go")
     a = p.parse_args(argv)
     workloads = [w for w in a.workloads.split(",") if w]
@@ -390,6 +480,8 @@ def parse_args(argv: list[str]) -> tuple[Config, Path]:
     for s in servers:
         if s not in KINDS:
             p.error(f"unknown server {s!r}")
+    if a.channels is None:
+        a.channels = d.channels if a.members == 1 else 2 * a.members
     if a.clients < 1 or a.channels < 1 or a.keys < 1 or a.seconds <= 0 or a.warmup < 0 or a.value_size < 0:
         p.error("--clients, --channels, --keys and --seconds must be positive, --warmup and --value-size not negative")
     cfg = Config(
@@ -402,6 +494,7 @@ def parse_args(argv: list[str]) -> tuple[Config, Path]:
         workloads=workloads,
         single_seconds=a.seconds if a.single_seconds is None else a.single_seconds,
         servers=servers,
+        members=a.members,
     )
     return cfg, a.results_dir
 
@@ -410,10 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cfg, results_dir = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="raftkv-bench-") as tmp:
-        results, versions = run(cfg, Path(tmp))
-    doc = document(cfg, results, versions, argv)
+        results, versions, topology = run_with_topology(cfg, Path(tmp))
+    doc = document(cfg, results, versions, argv, topology)
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"kv-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    members = "" if cfg.members == 1 else f"{cfg.members}members-"
+    path = results_dir / f"kv-{members}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     print()
     print(table(results, cfg))

@@ -1,10 +1,17 @@
-"""Single-member servers for benchmarks: raftkv or etcd, on free loopback ports, data in a temp dir.
+"""Servers for benchmarks: raftkv or etcd, one member or a cluster, on free loopback ports, data in a temp dir.
+
+``Server`` is a single-member server; ``Cluster`` is a cluster of ``size`` members (three, as in
+production): raftkv's through ``chaos.cluster.LocalCluster`` (the launcher ``raftkv cluster``
+uses), etcd's as ``size`` etcd processes started here with one ``--initial-cluster``. Both kinds
+of object offer what a benchmark needs: ``kind``, ``endpoints`` (a cluster's leader first, once
+started), ``cpu_seconds()`` (summed over every member process) and ``member_cpu_seconds()``.
 
 Kept apart from ``tests/procs.py`` on purpose: benchmarks are not tests and must not import them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,10 +23,12 @@ from pathlib import Path
 
 import grpc
 
+from chaos.cluster import LocalCluster
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
 
 KINDS = ("raftkv", "etcd")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -28,8 +37,75 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def etcd_binary() -> str:
+    etcd = shutil.which("etcd")
+    if etcd is None:
+        raise RuntimeError("etcd is not installed (apt-get install etcd-server)")
+    return etcd
+
+
+def version(kind: str) -> str:
+    """etcd's version, or raftkv's git revision (``+dirty`` with uncommitted changes to tracked files)."""
+    if kind == "etcd":
+        out = subprocess.run([etcd_binary(), "--version"], capture_output=True, text=True).stdout
+        return out.splitlines()[0].split()[-1] if out else "unknown"
+    repo = Path(__file__).resolve().parent.parent
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True)
+    return "git " + (rev.stdout.strip() or "unknown") + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` (all its threads) has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def status(endpoint: str, timeout: float = 1.0) -> pb.StatusResponse:
+    """Maintenance/Status on a fresh channel, so no reconnect backoff delays a readiness check."""
+    with grpc.insecure_channel(endpoint) as channel:
+        return rpc_pb2_grpc.MaintenanceStub(channel).Status(pb.StatusRequest(), timeout=timeout)
+
+
+def member_command(
+    kind: str, name: str, data_dir: Path, client_port: int, peer_port: int, initial_cluster: str, token: str = ""
+) -> list[str]:
+    """The command line of one member of ``kind``, with etcd's flags (raftkv takes the same).
+
+    Without ``token`` the cluster token and state are left at their defaults (a single member).
+    """
+    client = f"http://127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    common = [
+        f"--name={name}",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster={initial_cluster}",
+    ]
+    if token:
+        common += [f"--initial-cluster-token={token}", "--initial-cluster-state=new"]
+    if kind == "raftkv":
+        return [sys.executable, "-m", "raftkv_cmd.main", "serve", *common]
+    return [etcd_binary(), *common, "--log-level=error"]
+
+
 class Server:
     """One single-member server process of ``kind`` ("raftkv" or "etcd") under ``workdir``."""
+
+    size = 1
 
     def __init__(self, kind: str, workdir: Path, name: str = "bench") -> None:
         if kind not in KINDS:
@@ -39,8 +115,7 @@ class Server:
         self.workdir = workdir
         self.data_dir = workdir / f"{kind}.data"
         self.log_path = workdir / f"{kind}.log"
-        self.port = free_port()
-        self.peer_port = free_port()
+        self.port, self.peer_port = free_ports(2)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,37 +123,20 @@ class Server:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def endpoints(self) -> list[str]:
+        return [self.endpoint]
+
+    @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
     def command(self) -> list[str]:
-        client = f"http://127.0.0.1:{self.port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
-        common = [
-            f"--name={self.name}",
-            f"--data-dir={self.data_dir}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster={self.name}={peer}",
-        ]
-        if self.kind == "raftkv":
-            return [sys.executable, "-m", "raftkv_cmd.main", "serve", *common]
-        etcd = shutil.which("etcd")
-        if etcd is None:
-            raise RuntimeError("etcd is not installed (apt-get install etcd-server)")
-        return [etcd, *common, "--log-level=error"]
+        return member_command(self.kind, self.name, self.data_dir, self.port, self.peer_port, f"{self.name}={peer}")
 
     def version(self) -> str:
-        if self.kind == "etcd":
-            out = subprocess.run([self.command()[0], "--version"], capture_output=True, text=True).stdout
-            return out.splitlines()[0].split()[-1] if out else "unknown"
-        repo = Path(__file__).resolve().parent.parent
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True)
-        return "git " + (rev.stdout.strip() or "unknown") + ("+dirty" if dirty.stdout.strip() else "")
+        return version(self.kind)
 
     def start(self, timeout: float = 30.0) -> Server:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -90,16 +148,14 @@ class Server:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
-        """Until Status names a leader; a fresh channel per try, so no reconnect backoff delays it."""
+        """Until Status names a leader."""
         deadline = time.monotonic() + timeout
         while True:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with grpc.insecure_channel(self.endpoint) as channel:
-                    status = rpc_pb2_grpc.MaintenanceStub(channel).Status(pb.StatusRequest(), timeout=1)
-                if status.leader:
+                if status(self.endpoint).leader:
                     return
             except grpc.RpcError:
                 pass
@@ -109,8 +165,10 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server process has used so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.pid)
+
+    def member_cpu_seconds(self) -> list[float]:
+        return [self.cpu_seconds()]
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
@@ -131,6 +189,159 @@ class Server:
         self.proc = None
 
     def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Cluster:
+    """A fresh cluster of ``size`` members of ``kind`` under ``workdir``, on free loopback ports.
+
+    raftkv members are started by ``chaos.cluster.LocalCluster`` (given free ports, so nothing
+    clashes with a cluster on etcd's default ports); etcd members are ``size`` etcd processes
+    started here with the same flags. Once every member answers and all agree on a leader,
+    ``endpoints`` lists the leader's client endpoint first, then the followers' in member order:
+    so a single connection (the single-client row) goes to the leader on both kinds of cluster,
+    and connections spread round-robin over the endpoints give every member the same share.
+    """
+
+    def __init__(self, kind: str, workdir: Path, size: int = 3) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown server kind {kind!r} (one of {', '.join(KINDS)})")
+        if size < 1:
+            raise ValueError("a cluster needs at least one member")
+        self.kind = kind
+        self.size = size
+        self.workdir = workdir
+        self.token = f"{kind}-bench"
+        ports = free_ports(2 * size)
+        self.port_pairs = [(ports[2 * i], ports[2 * i + 1]) for i in range(size)]
+        self.names = [f"m{i + 1}" for i in range(size)]
+        self.leader_name = ""
+        self._order = list(range(size))  # member indexes, leader first once started
+        self._local: LocalCluster | None = None  # raftkv's members
+        self._procs: list[subprocess.Popen[bytes]] = []  # etcd members
+
+    # ---- addresses and processes ----
+
+    @property
+    def member_endpoints(self) -> list[str]:
+        """Client endpoints in member order (m1, m2, ...)."""
+        return [f"127.0.0.1:{client}" for client, _ in self.port_pairs]
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Client endpoints, the leader's first (once started)."""
+        member = self.member_endpoints
+        return [member[i] for i in self._order]
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[0]
+
+    @property
+    def initial_cluster(self) -> str:
+        return ",".join(
+            f"{n}=http://127.0.0.1:{peer}" for n, (_, peer) in zip(self.names, self.port_pairs, strict=True)
+        )
+
+    @property
+    def pids(self) -> list[int]:
+        """Member process ids in member order."""
+        if self._local is not None:
+            return [m.pid for m in self._local.members if m.pid is not None]
+        return [p.pid for p in self._procs]
+
+    def log_path(self, i: int) -> Path:
+        return self.workdir / f"{self.names[i]}.log"
+
+    def version(self) -> str:
+        return version(self.kind)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far, summed over every member process."""
+        return sum(self.member_cpu_seconds())
+
+    def member_cpu_seconds(self) -> list[float]:
+        return [process_cpu_seconds(pid) for pid in self.pids]
+
+    def log_tail(self, chars: int = 2000) -> str:
+        tails = []
+        for i, name in enumerate(self.names):
+            with contextlib.suppress(OSError):
+                tails.append(f"--- {name}:\n" + self.log_path(i).read_text(errors="replace")[-chars:])
+        return "\n".join(tails)
+
+    # ---- lifecycle ----
+
+    def start(self, timeout: float = 60.0) -> Cluster:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.kind == "raftkv":
+            # members log to <workdir>/m<i>.log, as log_path says
+            local = LocalCluster(self.workdir, size=self.size, ports=list(self.port_pairs), token=self.token)
+            self._local = local
+            local.start(wait=False)
+        else:
+            for i, (client, peer) in enumerate(self.port_pairs):
+                data_dir = self.workdir / f"{self.names[i]}.etcd"
+                cmd = member_command("etcd", self.names[i], data_dir, client, peer, self.initial_cluster, self.token)
+                with open(self.log_path(i), "ab") as log:
+                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+                self._procs.append(proc)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _running(self) -> list[bool]:
+        if self._local is not None:
+            return [m.running() for m in self._local.members]
+        return [p.poll() is None for p in self._procs]
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Until every member answers Status and all name the same leader; then orders endpoints leader first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not all(self._running()):
+                raise RuntimeError(f"a {self.kind} member exited during start:\n{self.log_tail()}")
+            statuses: list[pb.StatusResponse | None] = []
+            for endpoint in self.member_endpoints:
+                try:
+                    statuses.append(status(endpoint))
+                except grpc.RpcError:
+                    statuses.append(None)
+            leaders = {s.leader if s is not None else 0 for s in statuses}
+            if len(leaders) == 1 and 0 not in leaders:
+                (leader,) = leaders
+                ids = [s.header.member_id for s in statuses if s is not None]
+                if leader in ids:
+                    first = ids.index(leader)
+                    self._order = [first] + [i for i in range(self.size) if i != first]
+                    self.leader_name = self.names[first]
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.kind} cluster has no agreed leader after {timeout:g} s:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self._local is not None:
+            self._local.stop()
+            self._local = None
+        for p in self._procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self._procs:
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self._procs = []
+
+    def __enter__(self) -> Cluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

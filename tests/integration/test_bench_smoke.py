@@ -48,3 +48,70 @@ def test_bench_kv_runs_against_both_servers(tmp_path: Path) -> None:
     for title in ("put", "range (linearizable)", "range (serializable)", "put, 1 client"):
         assert any(line.startswith(title + " ") for line in proc.stdout.splitlines()), proc.stdout
     assert str(path) in proc.stdout
+
+
+def test_bench_kv_runs_three_member_clusters(tmp_path: Path) -> None:
+    assert shutil.which("etcd"), "etcd-server must be installed (scripts/test installs it)"
+    args = ["--members", "3", "--seconds", "0.5", "--warmup", "0.2", "--single-seconds", "0.3", "--clients", "6"]
+    args += ["--keys", "60", "--value-size", "32", "--results-dir", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.kv", *args], cwd=REPO, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    (path,) = tmp_path.glob("kv-3members-*.json")
+    doc = json.loads(path.read_text())
+    assert doc["config"]["members"] == 3
+    assert doc["config"]["channels"] == 6  # two per member by default
+    for kind in SERVERS:
+        topology = doc["topology"][kind]
+        assert topology["members"] == 3 and len(set(topology["endpoints"])) == 3
+        assert topology["leader"] in ("m1", "m2", "m3")
+    results = doc["results"]
+    assert [(r["workload"], r["server"]) for r in results] == [(w, s) for w in ROWS for s in SERVERS]
+    for r in results:
+        assert r["ops"] > 0 and r["errors"] == 0, r
+        assert r["members"] == 3 and len(r["member_cpu_s"]) == 3, r
+        assert math.isclose(sum(r["member_cpu_s"]), r["server_cpu_s"], abs_tol=1e-6), r
+    assert "3-member clusters" in proc.stdout
+
+
+def test_bench_serving_runs_single_and_reuseport_servers(tmp_path: Path) -> None:
+    args = ["--options", "aio-uvloop,sync-generic-2,aio-generic+gc-x2", "--seconds", "0.5", "--warmup", "0.2"]
+    args += ["--clients", "8", "--channels", "2", "--keys", "50", "--results-dir", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.serving", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (path,) = tmp_path.glob("serving-*.json")
+    doc = json.loads(path.read_text())
+    rows = {r["option"]: r for r in doc["summary"]}
+    assert set(rows) == {"aio-uvloop", "sync-generic-2", "aio-generic+gc-x2"}
+    assert rows["aio-generic+gc-x2"]["processes"] == 2
+    for r in rows.values():
+        assert r["ops_per_s"] > 0 and r["errors"] == 0, r
+        assert r["server_us"] > 0 and r["grpc"].count(".") == 2, r
+    (x2,) = [m for m in doc["measurements"] if m["option"] == "aio-generic+gc-x2"]
+    assert len(x2["result"]["member_cpu_s"]) == 2
+    assert all(c > 0 for c in x2["result"]["member_cpu_s"]), "the connections reach both processes"
+
+
+def test_check_perf_reads_etcdctl_verdicts() -> None:
+    from bench.check_perf import parse
+
+    passed = parse(
+        " 60 / 60 Boooooooooooooooooooooooooo! 100.00% 1m0s\nPASS: Throughput is 151 writes/s\n"
+        "PASS: Slowest request took 0.046211s\nPASS: Stddev is 0.003528s\nPASS\n",
+        0,
+    )
+    assert passed.passed and passed.throughput == 151 and passed.throughput_ok
+    assert passed.slowest_s == 0.046211 and passed.slowest_ok and passed.stddev_s == 0.003528 and passed.stddev_ok
+    failed = parse(
+        "\r 10 / 60 Booo 16.67%\r 60 / 60 Boooooo! 100.00% 1m0s\nFAIL: Throughput too low: 120 writes/s\n"
+        "Slowest request took too long: 0.786915s\nPASS: Stddev is 0.063215s\nFAIL\n",
+        1,
+    )
+    assert not failed.passed and failed.throughput == 120 and failed.throughput_ok is False
+    assert failed.slowest_s == 0.786915 and failed.slowest_ok is False and failed.stddev_ok
+    assert failed.lines[-1] == "FAIL"
+    assert not parse("Error: context deadline exceeded\n", 1).passed
