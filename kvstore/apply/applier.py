@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import msgpack
 
 from kvstore.apply.codec import Op, decode_request
-from kvstore.apply.kv import LeaseLookup, do_delete_range, do_put, do_txn
+from kvstore.apply.kv import do_delete_range, do_put, do_txn
 from kvstore.errors import EtcdError, LeaseNotFound
+from kvstore.lease import Lessor, apply_lease_checkpoint, apply_lease_grant, apply_lease_revoke
 from kvstore.membership import MemberInfo, Membership
 from kvstore.mvcc.store import CompactionJob, KVStore, WriteTxn
 from proto.etcdserverpb import rpc_pb2 as pb
@@ -40,7 +41,7 @@ ApplyResult = object  # a response message, a CompactResult, or an EtcdError
 
 
 class Applier:
-    def __init__(self, store: KVStore, leases: LeaseLookup | None = None, on_changes: ChangeSink | None = None) -> None:
+    def __init__(self, store: KVStore, leases: Lessor | None = None, on_changes: ChangeSink | None = None) -> None:
         self.store = store
         self.leases = leases
         self.on_changes = on_changes
@@ -127,6 +128,12 @@ class Applier:
                 result = do_delete_range(w, pb.DeleteRangeRequest.FromString(body))
             elif op == Op.TXN:
                 result = do_txn(w, pb.TxnRequest.FromString(body), self.leases, write=True)
+            elif op == Op.LEASE_GRANT:
+                result = apply_lease_grant(self._lessor(), w, body)
+            elif op == Op.LEASE_REVOKE:
+                result = apply_lease_revoke(self._lessor(), w, body)
+            elif op == Op.LEASE_CHECKPOINT:
+                result = apply_lease_checkpoint(self._lessor(), w, body)
             else:
                 raise ValueError(f"unknown request op {op} in the log")
         except EtcdError as exc:
@@ -135,6 +142,11 @@ class Applier:
             return exc
         _end(w, changes)
         return result
+
+    def _lessor(self) -> Lessor:
+        if self.leases is None:
+            raise RuntimeError("a lease request is in the log but this applier has no lessor")
+        return self.leases
 
 
 def _end(w: WriteTxn, changes: list) -> None:

@@ -19,6 +19,7 @@ from kvstore.errors import StartupError
 from kvstore.mvcc import Backend
 from kvstore.server.cluster_service import ClusterService
 from kvstore.server.kv_service import KVService
+from kvstore.server.lease_service import LeaseService
 from kvstore.server.maintenance_service import MaintenanceService
 from kvstore.server.member import Member
 from proto.etcdserverpb import rpc_pb2_grpc
@@ -48,6 +49,7 @@ class MemberServer:
         self.member: Member | None = None
         self.grpc_server: grpc.aio.Server | None = None
         self.ports: list[int] = []
+        self.lease_service: LeaseService | None = None
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -74,6 +76,8 @@ class MemberServer:
         await member.published.wait()
         server = grpc.aio.server(options=grpc_options(cfg))
         rpc_pb2_grpc.add_KVServicer_to_server(KVService(member), server)
+        self.lease_service = LeaseService(member)
+        rpc_pb2_grpc.add_LeaseServicer_to_server(self.lease_service, server)
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(member), server)
         rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(member), server)
         for address in cfg.client_bind_addresses():
@@ -102,6 +106,8 @@ class MemberServer:
     async def stop(self) -> None:
         if self.grpc_server is not None:
             await self.grpc_server.stop(GRACE_SECONDS)
+        if self.lease_service is not None:
+            await self.lease_service.close()
         if self.member is not None:
             await self.member.stop()
         log.info("stopped", extra={"member_name": self.cfg.name})

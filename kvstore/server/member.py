@@ -27,6 +27,8 @@ import msgpack
 from kvstore.apply import Applier, CompactResult, Op, encode_request
 from kvstore.config import ServerConfig
 from kvstore.errors import EtcdError, RequestTooLarge, Stopped, Timeout
+from kvstore.lease import Lessor, min_lease_ttl
+from kvstore.lease.runner import LeaseRunner
 from kvstore.membership import MemberInfo
 from kvstore.mvcc import Backend, KVStore
 from kvstore.mvcc.store import CompactionJob
@@ -45,9 +47,14 @@ class Member:
         self.member_id = cfg.member_id
         self.cluster_id = cfg.cluster_id
         self.backend = backend
-        self.store = KVStore(backend)
-        self.applier = Applier(self.store)
+        # the lessor first: the store re-attaches every leased key to it when it opens
+        self.lessor = Lessor(backend, min_ttl=min_lease_ttl(cfg.heartbeat_interval_ms, cfg.election_timeout_ms))
+        self.store = KVStore(backend, leases=self.lessor)
+        self.applier = Applier(self.store, leases=self.lessor)
         self.log = replicated_log
+        self.lease_runner = LeaseRunner(
+            self, self.lessor, election_timeout=cfg.election_timeout_ms / 1000, request_timeout=cfg.request_timeout_s
+        )
         self.known_members = {mid: MemberInfo(mid, name, urls) for mid, (name, urls) in cfg.members.items()}
         self._snapshot_seq = itertools.count()
         self.published = asyncio.Event()  # set once this member's attributes are in the applied log
@@ -75,6 +82,7 @@ class Member:
             loop.create_task(self._run_compactions(), name="compactions"),
             loop.create_task(self._sync_backend(), name="backend-sync"),
             loop.create_task(self._publish_attributes(), name="publish-attributes"),
+            loop.create_task(self.lease_runner.run(), name="leases"),
         ]
         if self.store.pending_compactions:
             self._compaction_wakeup.set()
@@ -129,8 +137,9 @@ class Member:
         if path.parent.name.startswith("outgoing-"):
             shutil.rmtree(path.parent, ignore_errors=True)
         self.backend = Backend(db_dir)
-        self.store = KVStore(self.backend)
-        self.applier = Applier(self.store)
+        self.lessor.reload(self.backend)  # before the store, which re-attaches the leased keys
+        self.store = KVStore(self.backend, leases=self.lessor)
+        self.applier = Applier(self.store, leases=self.lessor)
         log.info("installed snapshot", extra={"applied_index": self.applied_index, "revision": self.store.current_rev})
 
     # ---- the write path ----
@@ -170,7 +179,10 @@ class Member:
 
     async def read_barrier(self) -> None:
         """Returns once local reads are linearizable (the log's read index is applied)."""
-        index = await self.log.read_index()
+        await self.wait_applied(await self.log.read_index())
+
+    async def wait_applied(self, index: int) -> None:
+        """Returns once index is applied (etcd's waitAppliedIndex); etcd's Timeout after the request timeout."""
         if index <= self.applier.applied_index:
             return
         fut = asyncio.get_running_loop().create_future()
