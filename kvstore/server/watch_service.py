@@ -1,0 +1,181 @@
+"""The etcd Watch service: one bidirectional stream per client, over the member's watch hub.
+
+Each call gets a ``WatchStream`` from ``member.watch_hub``. A reader task turns requests into
+stream operations (create, cancel, progress); the call's own coroutine sends what the stream
+queues, in order, filling each header (cluster, member, term) as it goes and fragmenting the
+responses of watchers that asked for it exactly as etcd does (``sendFragments``: split between
+events once a response reaches --max-request-bytes plus gRPC's overhead allowance). When the
+client goes away, by cancel or by error, the stream is closed and its watchers leave the hub.
+As in etcd, a client that only half-closes its side keeps receiving events.
+
+``hasleader``: a call with gRPC metadata ``hasleader: true`` is refused with ``etcdserver: no
+leader`` when the member knows no leader, and is ended with that status once the member has seen
+no leader for three election timeouts in a row (etcd's ``monitorLeader``, checked once per
+election timeout, for all such calls together).
+
+A stream whose client stops reading is ended with ``SlowConsumer`` once what it holds back
+passes its memory limit (see ``kvstore.watch.stream``), at once, even while a write is held back
+by the client's flow control (what gRPC still had queued for it is dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+
+from kvstore.config import GRPC_OVERHEAD_BYTES
+from kvstore.errors import NoLeader
+from kvstore.watch import WatchStream
+from proto.etcdserverpb import rpc_pb2 as pb
+from proto.etcdserverpb import rpc_pb2_grpc
+
+Ctx = grpc.aio.ServicerContext
+
+REQUIRE_LEADER_KEY = "hasleader"  # etcd's rpctypes.MetadataRequireLeaderKey
+REQUIRE_LEADER_VALUE = "true"
+NO_LEADER_TIMEOUTS = 3  # etcd: maxNoLeaderCnt
+
+
+def _varint_len(n: int) -> int:
+    size = 1
+    while n >= 0x80:
+        n >>= 7
+        size += 1
+    return size
+
+
+def fragments(resp: pb.WatchResponse, limit: int) -> Iterator[pb.WatchResponse]:
+    """resp split as etcd's sendFragments does: parts under limit bytes, each with at least one event."""
+    events = resp.events
+    n = len(events)
+    if n < 2 or resp.ByteSize() < limit:
+        yield resp
+        return
+    base = pb.WatchResponse()
+    base.CopyFrom(resp)
+    del base.events[:]
+    base.fragment = True
+    base_size = base.ByteSize()
+    idx = 0
+    while True:
+        part = pb.WatchResponse()
+        part.CopyFrom(base)
+        size = base_size
+        count = 0
+        while idx < n:
+            ev = events[idx]
+            es = ev.ByteSize()
+            add = 1 + _varint_len(es) + es
+            if count and size + add >= limit:
+                break
+            part.events.append(ev)
+            size += add
+            count += 1
+            idx += 1
+        if idx == n:
+            part.fragment = False
+        yield part
+        if not part.fragment:
+            return
+
+
+def wants_leader(context: Ctx) -> bool:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUIRE_LEADER_KEY and value == REQUIRE_LEADER_VALUE:
+            return True
+    return False
+
+
+class WatchService(rpc_pb2_grpc.WatchServicer):
+    def __init__(self, member: Any) -> None:
+        self.member = member
+        self.fragment_limit = member.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES
+        self._leader_streams: dict[WatchStream, None] = {}
+        self._monitor: asyncio.Task | None = None
+
+    async def Watch(self, request_iterator: AsyncIterator[pb.WatchRequest], context: Ctx) -> None:
+        member = self.member
+        require_leader = wants_leader(context)
+        if require_leader and not member.log.leader:
+            await context.abort(NoLeader.code, NoLeader.message)
+        stream = member.watch_hub.new_stream()
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        failed = loop.create_future()
+        stream.on_ready = ready.set
+        stream.on_failed = lambda: failed.done() or failed.set_result(None)
+        reader = asyncio.ensure_future(self._receive(request_iterator, stream))
+        reader.add_done_callback(lambda _: ready.set())
+        sender = asyncio.ensure_future(self._send(context, stream, ready, reader))
+        if require_leader:
+            self._leader_streams[stream] = None
+            if self._monitor is None:
+                self._monitor = asyncio.ensure_future(self._monitor_leader())
+        try:
+            # the sender may sit in a write that the client's flow control holds back: a failure must not wait
+            await asyncio.wait((sender, failed), return_when=asyncio.FIRST_COMPLETED)
+            error = stream.error
+            if error is not None:
+                await context.abort(error.code, error.message)
+            await sender
+        finally:
+            reader.cancel()
+            sender.cancel()
+            if not failed.done():
+                failed.cancel()
+            self._leader_streams.pop(stream, None)
+            stream.close()
+
+    async def _receive(self, requests: AsyncIterator[pb.WatchRequest], stream: WatchStream) -> None:
+        async for req in requests:
+            stream.handle(req)
+
+    async def _send(self, context: Ctx, stream: WatchStream, ready: asyncio.Event, reader: asyncio.Future) -> None:
+        """Sends what the stream queues until it fails or the client's side breaks."""
+        fill = self.member.fill_header
+        write = context.write
+        limit = self.fragment_limit
+        pop = stream.pop
+        while True:
+            item = pop()
+            if item is None:
+                if stream.error is not None:
+                    return
+                if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                    return  # the client's side broke: etcd ends the call
+                ready.clear()
+                if stream.queue:
+                    continue
+                await ready.wait()
+                continue
+            resp, fragment = item
+            header = resp.header
+            if header.revision:
+                fill(header)
+            else:
+                fill(header)
+                header.revision = 0  # etcd's compaction cancel carries revision 0
+            if fragment:
+                for part in fragments(resp, limit):
+                    await write(part)
+            else:
+                await write(resp)
+
+    async def _monitor_leader(self) -> None:
+        """Fails every hasleader stream once no leader was seen for NO_LEADER_TIMEOUTS election timeouts."""
+        member = self.member
+        interval = member.cfg.election_timeout_ms / 1000
+        misses = 0
+        try:
+            while self._leader_streams:
+                await asyncio.sleep(interval)
+                misses = 0 if member.log.leader else misses + 1
+                if misses >= NO_LEADER_TIMEOUTS:
+                    streams, self._leader_streams = self._leader_streams, {}
+                    for stream in streams:
+                        stream.fail(NoLeader())
+        finally:
+            self._monitor = None
