@@ -22,6 +22,7 @@ from kvstore.server.kv_service import KVService
 from kvstore.server.lease_service import LeaseService
 from kvstore.server.maintenance_service import MaintenanceService
 from kvstore.server.member import Member
+from kvstore.server.watch_service import WatchService
 from proto.etcdserverpb import rpc_pb2_grpc
 from raft.node import RaftNode
 
@@ -76,6 +77,7 @@ class MemberServer:
         await member.published.wait()
         server = grpc.aio.server(options=grpc_options(cfg))
         rpc_pb2_grpc.add_KVServicer_to_server(KVService(member), server)
+        rpc_pb2_grpc.add_WatchServicer_to_server(WatchService(member), server)
         self.lease_service = LeaseService(member)
         rpc_pb2_grpc.add_LeaseServicer_to_server(self.lease_service, server)
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(member), server)

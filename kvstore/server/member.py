@@ -32,6 +32,7 @@ from kvstore.lease.runner import LeaseRunner
 from kvstore.membership import MemberInfo
 from kvstore.mvcc import Backend, KVStore
 from kvstore.mvcc.store import CompactionJob
+from kvstore.watch import WatchHub
 from proto.etcdserverpb import rpc_pb2 as pb
 from raft.api import CommittedEntry, ReplicatedLog
 
@@ -50,7 +51,8 @@ class Member:
         # the lessor first: the store re-attaches every leased key to it when it opens
         self.lessor = Lessor(backend, min_ttl=min_lease_ttl(cfg.heartbeat_interval_ms, cfg.election_timeout_ms))
         self.store = KVStore(backend, leases=self.lessor)
-        self.applier = Applier(self.store, leases=self.lessor)
+        self.watch_hub = WatchHub(self.store)
+        self.applier = Applier(self.store, leases=self.lessor, on_changes=self.watch_hub.notify)
         self.log = replicated_log
         self.lease_runner = LeaseRunner(
             self, self.lessor, election_timeout=cfg.election_timeout_ms / 1000, request_timeout=cfg.request_timeout_s
@@ -76,6 +78,7 @@ class Member:
 
     async def start(self) -> None:
         await self.log.start(self)
+        self.watch_hub.start()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._expire_waiters(), name="expire-waiters"),
@@ -94,6 +97,7 @@ class Member:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.log.stop()
+        await self.watch_hub.stop()
         self.backend.close()
 
     async def _publish_attributes(self) -> None:
@@ -139,7 +143,8 @@ class Member:
         self.backend = Backend(db_dir)
         self.lessor.reload(self.backend)  # before the store, which re-attaches the leased keys
         self.store = KVStore(self.backend, leases=self.lessor)
-        self.applier = Applier(self.store, leases=self.lessor)
+        self.watch_hub.reset(self.store)  # watchers catch up from the new store, or are canceled if compacted
+        self.applier = Applier(self.store, leases=self.lessor, on_changes=self.watch_hub.notify)
         log.info("installed snapshot", extra={"applied_index": self.applied_index, "revision": self.store.current_rev})
 
     # ---- the write path ----
