@@ -64,6 +64,15 @@ LeaseTTLTooLarge = _error("LeaseTTLTooLarge", _C.OUT_OF_RANGE, "etcdserver: too 
 
 # watch
 WatchCanceled = _error("WatchCanceled", _C.CANCELLED, "etcdserver: watch canceled")
+# a watcher's cancel_reason (sent in WatchResponse.cancel_reason, not as a gRPC status; etcd's mvcc strings)
+WATCH_EMPTY_RANGE = "mvcc: watcher range is empty"
+WATCH_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+# raftkv's own: etcd has no limit on what a stream that is not read may hold back
+WatchSlowConsumer = _error(
+    "WatchSlowConsumer",
+    _C.RESOURCE_EXHAUSTED,
+    "raftkv: watch stream canceled: the client does not read its events (pending bytes over the limit)",
+)
 
 # membership
 MemberExist = _error("MemberExist", _C.FAILED_PRECONDITION, "etcdserver: member ID already exist")

@@ -10,7 +10,7 @@ Wiring (the member): ``hub = WatchHub(store)``; the applier's ``on_changes`` is 
 member; ``kvstore.server.watch_service.WatchService(member)`` serves it, as ``member.watch_hub``.
 """
 
-from kvstore.watch.errors import SlowConsumer
+from kvstore.errors import WatchSlowConsumer as SlowConsumer
 from kvstore.watch.hub import WatchHub
 from kvstore.watch.stream import WatchStream
 from kvstore.watch.watcher import Watcher

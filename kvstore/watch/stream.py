@@ -29,8 +29,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from kvstore.errors import WATCH_DUPLICATE_ID as DUPLICATE_ID
+from kvstore.errors import WATCH_EMPTY_RANGE as EMPTY_RANGE
 from kvstore.errors import EtcdError
-from kvstore.watch.errors import DUPLICATE_ID, EMPTY_RANGE, SlowConsumer
+from kvstore.errors import WatchSlowConsumer as SlowConsumer
 from kvstore.watch.watcher import DONE, Watcher
 from proto.etcdserverpb import rpc_pb2 as pb
 
