@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.kv import RESULTS_DIR, machine, machine_busy_seconds
-from bench.procs import KINDS, Cluster, version
+from bench.procs import KINDS, Cluster, exit_on_sigterm, version
 
 LOADS = {  # etcdctl 3.4's checkPerfCfgMap: target puts/s, clients, seconds
     "s": (150, 50, 60),
@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--servers takes raftkv, etcd")
     if a.members < 1:
         p.error("--members must be positive")
+    exit_on_sigterm()
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="raftkv-check-perf-") as tmp:
         for load in loads:

@@ -31,6 +31,18 @@ KINDS = ("raftkv", "etcd")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def exit_on_sigterm() -> None:
+    """Makes SIGTERM raise SystemExit in the main thread, so ``with`` blocks stop the servers they started.
+
+    Cluster members run in sessions of their own (``LocalCluster``), so nothing else would stop them.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

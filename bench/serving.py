@@ -68,7 +68,7 @@ from pathlib import Path
 import grpc
 
 from bench.kv import RESULTS_DIR, Config, Result, drive, encoded_requests, machine
-from bench.procs import free_port, process_cpu_seconds
+from bench.procs import exit_on_sigterm, free_port, process_cpu_seconds
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
 from proto.mvccpb import kv_pb2
@@ -511,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     pythons = [x for x in a.pythons.split(",") if x]
     if not options or not pythons or a.rounds < 1 or a.clients < 1 or a.channels < 1 or a.seconds <= 0:
         p.error("need options, pythons, and positive --rounds, --clients, --channels, --seconds")
+    exit_on_sigterm()
     cfg = Config(seconds=a.seconds, warmup=a.warmup, clients=a.clients, channels=a.channels, keys=a.keys)
     ms = run(options, pythons, cfg, a.rounds)
     rows = summarize(ms)
