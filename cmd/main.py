@@ -35,6 +35,12 @@ def _cluster(args: argparse.Namespace) -> int:
     return cluster.run(args, extra)
 
 
+def _kube(args: argparse.Namespace) -> int:
+    from raftkv_cmd import kube
+
+    return kube.main(args.kube_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raftkv", description="An etcd-compatible, Raft-replicated key-value store.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_cmd.add_arguments(cluster)
     cluster.add_argument("member_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     cluster.set_defaults(func=_cluster)
+    # Everything after "kube" goes to cmd/kube.py, imported only when used (prefix_chars: pass -h through too).
+    kube = sub.add_parser("kube", add_help=False, prefix_chars="\0", help="a Kubernetes-style control plane (kube -h)")
+    kube.add_argument("kube_args", nargs=argparse.REMAINDER)
+    kube.set_defaults(func=_kube)
     return parser
 
 
