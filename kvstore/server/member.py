@@ -26,7 +26,7 @@ import msgpack
 
 from kvstore.apply import Applier, CompactResult, Op, encode_request
 from kvstore.config import ServerConfig
-from kvstore.errors import EtcdError, RequestTooLarge, Stopped, Timeout
+from kvstore.errors import EtcdError, RequestTooLarge, Timeout
 from kvstore.lease import Lessor, min_lease_ttl
 from kvstore.lease.runner import LeaseRunner
 from kvstore.membership import MemberInfo
@@ -39,7 +39,6 @@ from raft.api import CommittedEntry, ReplicatedLog
 log = logging.getLogger("raftkv.member")
 
 VERSION = "3.5.17"  # the etcd API version we answer to (Kubernetes gates features on it)
-CLUSTER_VERSION = "3.5.0"
 
 
 class Member:
@@ -47,12 +46,10 @@ class Member:
         self.cfg = cfg
         self.member_id = cfg.member_id
         self.cluster_id = cfg.cluster_id
-        self.backend = backend
         # the lessor first: the store re-attaches every leased key to it when it opens
         self.lessor = Lessor(backend, min_ttl=min_lease_ttl(cfg.heartbeat_interval_ms, cfg.election_timeout_ms))
-        self.store = KVStore(backend, leases=self.lessor)
-        self.watch_hub = WatchHub(self.store)
-        self.applier = Applier(self.store, leases=self.lessor, on_changes=self.watch_hub.notify)
+        self.watch_hub: WatchHub | None = None
+        self._open_state(backend)
         self.log = replicated_log
         self.lease_runner = LeaseRunner(
             self, self.lessor, election_timeout=cfg.election_timeout_ms / 1000, request_timeout=cfg.request_timeout_s
@@ -69,6 +66,17 @@ class Member:
         self._compaction_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._timeout = cfg.request_timeout_s
+
+    def _open_state(self, backend: Backend) -> None:
+        """Opens the store over backend with its applier, lessor and watch hooks (at start, and after
+        a snapshot from the leader replaced the backend)."""
+        self.backend = backend
+        self.store = KVStore(backend, leases=self.lessor)
+        if self.watch_hub is None:
+            self.watch_hub = WatchHub(self.store)
+        else:
+            self.watch_hub.reset(self.store)  # watchers catch up from the new store, or are canceled if compacted
+        self.applier = Applier(self.store, leases=self.lessor, on_changes=self.watch_hub.notify)
 
     @property
     def applied_index(self) -> int:
@@ -114,7 +122,7 @@ class Member:
                 continue
             try:
                 await self.propose(Op.MEMBER_ATTRS, body)
-            except (EtcdError, Stopped):
+            except EtcdError:
                 await asyncio.sleep(0.5)
 
     # ---- the state machine the log drives (raft.api.StateMachine) ----
@@ -140,11 +148,9 @@ class Member:
         os.replace(path, db_dir / "data.mdb")
         if path.parent.name.startswith("outgoing-"):
             shutil.rmtree(path.parent, ignore_errors=True)
-        self.backend = Backend(db_dir)
-        self.lessor.reload(self.backend)  # before the store, which re-attaches the leased keys
-        self.store = KVStore(self.backend, leases=self.lessor)
-        self.watch_hub.reset(self.store)  # watchers catch up from the new store, or are canceled if compacted
-        self.applier = Applier(self.store, leases=self.lessor, on_changes=self.watch_hub.notify)
+        backend = Backend(db_dir)
+        self.lessor.reload(backend)  # before the store, which re-attaches the leased keys
+        self._open_state(backend)
         log.info("installed snapshot", extra={"applied_index": self.applied_index, "revision": self.store.current_rev})
 
     # ---- the write path ----
