@@ -9,6 +9,7 @@ stops the member with exit code 1: it must never acknowledge what it did not per
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -115,6 +116,14 @@ class MemberServer:
         log.info("stopped", extra={"member_name": self.cfg.name})
 
 
+def quiet_gc() -> None:
+    """Keeps the garbage collector from pausing requests: what start-up built (the key index can be
+    millions of objects) is frozen out of collections, and young collections run less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
 async def serve(cfg: ServerConfig) -> int:
     """Runs a member until SIGTERM or SIGINT (exit 0) or a fatal log failure (exit 1)."""
     server = MemberServer(cfg)
@@ -128,6 +137,7 @@ async def serve(cfg: ServerConfig) -> int:
         await server.stop()
         raise
     assert server.member is not None
+    quiet_gc()
     fatal = getattr(server.member.log, "fatal", None)
     waiters = [asyncio.ensure_future(stop.wait())]
     if fatal is not None:
