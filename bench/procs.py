@@ -276,7 +276,9 @@ class Cluster:
         return sum(self.member_cpu_seconds())
 
     def member_cpu_seconds(self) -> list[float]:
-        return [process_cpu_seconds(pid) for pid in self.pids]
+        """Per member process, in the order of ``endpoints`` (the leader's first)."""
+        pids = self.pids
+        return [process_cpu_seconds(pids[i]) for i in self._order]
 
     def log_tail(self, chars: int = 2000) -> str:
         tails = []
