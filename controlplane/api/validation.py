@@ -288,11 +288,16 @@ def validate(obj: Any) -> None:
     if obj.get("apiVersion") != k.api_version:
         errs.append(FieldError("apiVersion", "Unsupported", obj.get("apiVersion"), f'"{k.api_version}"'))
     SCHEMAS[kind].check(obj, "", errs)
-    if not errs:
+    shape_ok = not errs
+    try:
         _validate_metadata(obj["metadata"], k, errs)
         rules = _RULES.get(kind)
         if rules is not None:
             rules(obj, errs)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        if shape_ok:
+            raise
+        # A field of the wrong shape (already reported) stopped the rules part-way.
     if errs:
         raise ValidationError(kind, name or obj.get("metadata", {}).get("generateName", ""), errs)
 
@@ -335,6 +340,13 @@ def _nonneg(v: Any, path: str, errs: list[FieldError]) -> None:
         errs.append(FieldError(path, "Invalid", v, "must be greater than or equal to 0"))
 
 
+def _quantity_or_none(q: Any) -> Any:
+    try:
+        return None if q is None else quantity.parse(q)
+    except (ValueError, TypeError):
+        return None  # reported by the shape pass
+
+
 def _validate_pod_spec(spec: Obj, path: str, errs: list[FieldError], policies: tuple[str, ...]) -> None:
     containers = spec.get("containers") or []
     if not containers:
@@ -369,11 +381,12 @@ def _validate_pod_spec(spec: Obj, path: str, errs: list[FieldError], policies: t
                 rp = f"{cp}.resources.{section}[{rname}]"
                 if rname not in ("cpu", "memory"):
                     errs.append(FieldError(rp, "Unsupported", rname, '"cpu", "memory"'))
-                elif quantity.parse(q) < 0:
+                elif _quantity_or_none(q) is not None and quantity.parse(q) < 0:
                     errs.append(FieldError(rp, "Invalid", q, "must be greater than or equal to 0"))
         limits = res.get("limits") or {}
         for rname, q in (res.get("requests") or {}).items():
-            if rname in limits and quantity.parse(q) > quantity.parse(limits[rname]):
+            lim = _quantity_or_none(limits.get(rname))
+            if lim is not None and (req := _quantity_or_none(q)) is not None and req > lim:
                 errs.append(
                     FieldError(
                         f"{cp}.resources.requests[{rname}]",
