@@ -73,6 +73,13 @@ class Recorder:
         self.events: list[Event] = []
         self._lock = threading.Lock()
 
+    def restart_clock(self) -> None:
+        """Makes time 0 now (before the first event: a run starts its clock when its clients start)."""
+        with self._lock:
+            if self.events:
+                raise RuntimeError("the clock of a history with events cannot be moved")
+            self.t0 = self._clock()
+
     def now(self) -> int:
         return self._clock() - self.t0
 

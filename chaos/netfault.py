@@ -23,28 +23,42 @@ class NetFaultError(RuntimeError):
 class Partitioner:
     """One nftables table of drop rules; ``partition`` replaces them, ``heal`` removes them."""
 
-    def __init__(self, peer_ports: Sequence[int], table: str | None = None) -> None:
+    def __init__(self, peer_ports: Sequence[int], table: str | None = None, namespaces: Sequence[str] = ()) -> None:
+        """namespaces: apply the rules inside each of these network namespaces (see chaos.netns)
+        instead of the caller's; each member's own namespace then drops what it sends."""
         if shutil.which("nft") is None:
             raise NetFaultError("nft not found: install Debian's nftables package")
         if os.geteuid() != 0:
             raise NetFaultError("packet filtering needs root")
         self.table = table or f"raftkv_chaos_{os.getpid()}"
         self.ports = ",".join(str(p) for p in sorted(set(peer_ports)))
+        self.namespaces = list(namespaces)
         self.active = False
 
+    def _prefixes(self) -> list[list[str]]:
+        return [["ip", "netns", "exec", ns] for ns in self.namespaces] or [[]]
+
     def _nft(self, script: str) -> None:
-        result = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise NetFaultError(f"nft failed: {result.stderr.strip()}")
+        for prefix in self._prefixes():
+            self._nft_one(prefix, script)
 
     def partition(self, groups: Sequence[Sequence[str]]) -> None:
         """Cuts peer traffic between addresses in different groups (both directions)."""
+        pairs = []
+        for ga, gb in itertools.combinations(range(len(groups)), 2):
+            pairs.extend((a, b) for a in groups[ga] for b in groups[gb])
+        self.cut(pairs)
+
+    def cut(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Cuts peer traffic between the two addresses of each pair (both directions), and nothing else.
+
+        Any cut, not only a partition into groups: a bridge (a - b - c with a and c cut) is one pair.
+        """
         rules = []
-        for ga, gb in itertools.permutations(range(len(groups)), 2):
-            for a in groups[ga]:
-                for b in groups[gb]:
-                    for direction in ("dport", "sport"):
-                        rules.append(f"    ip saddr {a} ip daddr {b} tcp {direction} {{ {self.ports} }} drop")
+        for x, y in pairs:
+            for a, b in ((x, y), (y, x)):
+                for direction in ("dport", "sport"):
+                    rules.append(f"    ip saddr {a} ip daddr {b} tcp {direction} {{ {self.ports} }} drop")
         self.heal()
         script = "\n".join(
             [
@@ -60,10 +74,13 @@ class Partitioner:
         self.active = True
 
     def heal(self) -> None:
-        if self.active or self._exists():
-            self._nft(f"delete table inet {self.table}\n")
+        for prefix in self._prefixes():
+            exists = subprocess.run([*prefix, "nft", "list", "table", "inet", self.table], capture_output=True)
+            if exists.returncode == 0:
+                self._nft_one(prefix, f"delete table inet {self.table}\n")
         self.active = False
 
-    def _exists(self) -> bool:
-        result = subprocess.run(["nft", "list", "table", "inet", self.table], capture_output=True, text=True)
-        return result.returncode == 0
+    def _nft_one(self, prefix: list[str], script: str) -> None:
+        result = subprocess.run([*prefix, "nft", "-f", "-"], input=script, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise NetFaultError(f"nft failed: {result.stderr.strip()}")

@@ -1,0 +1,361 @@
+"""What a chaos run runs against: the members, their endpoints, and the levers on them.
+
+- ``LocalTarget``: a cluster the harness starts itself, raftkv (on per-member loopback
+  addresses, which raftkv dials from) or real etcd (one network namespace per member, see
+  ``chaos.netns``, because etcd does not choose its source address). Every fault is possible.
+- ``ExternalTarget``: endpoints somebody else started, optionally with their process ids. With
+  pids, members can be paused and killed; a killed member is restarted with the command line,
+  environment and working directory read from /proc before it was killed. Partitions and
+  failpoints need a cluster the harness started.
+
+Members are named m1, m2, ... in endpoint order. Status calls find the leader and tell when the
+cluster has converged after the faults are healed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from chaos.cluster import LocalCluster
+from chaos.netfault import Partitioner
+from chaos.netns import NetnsCluster, PrivateNetwork
+from proto.etcdserverpb import rpc_pb2 as pb
+from proto.etcdserverpb import rpc_pb2_grpc
+
+FAILPOINTS_VAR = "RAFTKV_FAILPOINTS"
+
+
+class TargetError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def status(endpoint: str, timeout: float = 1.0) -> pb.StatusResponse | None:
+    try:
+        with grpc.insecure_channel(endpoint) as ch:
+            return rpc_pb2_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=timeout)
+    except grpc.RpcError:
+        return None
+
+
+class Target:
+    kind = "target"
+    capabilities: frozenset[str] = frozenset()
+
+    def __init__(self, names: list[str], endpoints: list[str]) -> None:
+        self.names = names
+        self._endpoints = dict(zip(names, endpoints, strict=True))
+        self._ids: dict[int, str] = {}
+
+    # ---- addresses ----
+
+    def endpoint(self, name: str) -> str:
+        return self._endpoints[name]
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [self._endpoints[n] for n in self.names]
+
+    def host(self, name: str) -> str:
+        return self.endpoint(name).rsplit(":", 1)[0]
+
+    # ---- lifecycle (local targets only) ----
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    # ---- levers ----
+
+    def running(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def kill(self, name: str) -> None:
+        raise TargetError(f"{self.kind}: cannot kill members")
+
+    def restart(self, name: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        raise TargetError(f"{self.kind}: cannot restart members")
+
+    def pause(self, name: str) -> None:
+        raise TargetError(f"{self.kind}: cannot pause members")
+
+    def resume(self, name: str) -> None:
+        raise TargetError(f"{self.kind}: cannot resume members")
+
+    def partitioner(self) -> Partitioner:
+        raise TargetError(f"{self.kind}: cannot partition members")
+
+    def log_path(self, name: str) -> Path | None:
+        return None
+
+    # ---- cluster state ----
+
+    def member_name(self, member_id: int) -> str | None:
+        if member_id not in self._ids:
+            for name in self.names:
+                st = status(self.endpoint(name))
+                if st is not None:
+                    self._ids[st.header.member_id] = name
+        return self._ids.get(member_id)
+
+    def leader(self) -> str | None:
+        """The member most running members name as leader, or None."""
+        votes: dict[int, int] = {}
+        for name in self.names:
+            if not self.running(name):
+                continue
+            st = status(self.endpoint(name), timeout=0.5)
+            if st is not None and st.leader:
+                votes[st.leader] = votes.get(st.leader, 0) + 1
+        if not votes:
+            return None
+        return self.member_name(max(votes, key=lambda k: votes[k]))
+
+    def wait_converged(self, timeout: float = 60.0) -> dict[str, object]:
+        """Waits until every member answers, all name the same leader, and all applied the same index."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, object] = {}
+        while True:
+            sts = {n: status(self.endpoint(n)) for n in self.names}
+            leaders = {s.leader for s in sts.values() if s is not None}
+            applied = {s.raftAppliedIndex for s in sts.values() if s is not None}
+            revisions = {s.header.revision for s in sts.values() if s is not None}
+            last = {
+                "answering": sorted(n for n, s in sts.items() if s is not None),
+                "leaders": sorted(leaders),
+                "applied": sorted(applied),
+                "revisions": sorted(revisions),
+            }
+            agreed = len(leaders) == 1 and 0 not in leaders and len(applied) == 1 and len(revisions) == 1
+            if agreed and None not in sts.values():
+                return {"converged": True, **last}
+            if time.monotonic() > deadline:
+                return {"converged": False, **last}
+            time.sleep(0.25)
+
+
+class LocalTarget(Target):
+    """A raftkv or etcd cluster started by the harness in ``base_dir``."""
+
+    def __init__(
+        self,
+        base_dir: Path,
+        kind: str = "raftkv",
+        size: int = 3,
+        member_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        netns: bool | None = None,
+        ports: list[tuple[int, int]] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.network: PrivateNetwork | None = None
+        netns = kind == "etcd" if netns is None else netns
+        if kind == "etcd":
+            etcd = shutil.which("etcd")
+            if etcd is None:
+                raise TargetError("etcd not found: install Debian's etcd-server")
+            command = [etcd, "--log-level=warn", "--logger=zap"]
+        elif kind == "raftkv":
+            command = [sys.executable, "-m", "raftkv_cmd.main", "serve"]
+        else:
+            raise TargetError(f"unknown local cluster kind {kind!r}")
+        if netns:
+            self.network = PrivateNetwork(size)
+            self.cluster: LocalCluster = NetnsCluster(
+                base_dir, self.network, command=command, extra_args=member_args, env=env
+            )
+        else:
+            ports = ports or [(free_port(), free_port()) for _ in range(size)]
+            self.cluster = LocalCluster(
+                base_dir, size=size, ports=ports, command=command, extra_args=member_args, env=env, distinct_hosts=True
+            )
+        super().__init__([m.name for m in self.cluster.members], [m.endpoint for m in self.cluster.members])
+        self.capabilities = frozenset({"kill", "pause", "partition"} | ({"failpoint"} if kind == "raftkv" else set()))
+        self._partitioner: Partitioner | None = None
+        self._base_env = {m.name: dict(m.env) for m in self.cluster.members}
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.network is not None:
+            self.network.up()
+        try:
+            self.cluster.start(timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        try:
+            if self._partitioner is not None:
+                with contextlib.suppress(Exception):
+                    self._partitioner.heal()
+            self.cluster.stop()
+        finally:
+            if self.network is not None:
+                self.network.down()
+
+    def running(self, name: str) -> bool:
+        return self.cluster.member(name).running()
+
+    def pid(self, name: str) -> int | None:
+        return self.cluster.member(name).pid
+
+    def kill(self, name: str) -> None:
+        self.cluster.kill_member(name)
+
+    def restart(self, name: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        m = self.cluster.member(name)
+        if m.running():
+            self.cluster.kill_member(name)
+        elif m.proc is not None:
+            self.cluster.stop_member(name)  # reap an exited process
+        m.env = {**self._base_env[name], **(env or {})}
+        self.cluster.start_member(name, wait=wait, timeout=30)
+
+    def pause(self, name: str) -> None:
+        self.cluster.signal_member(name, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.cluster.signal_member(name, signal.SIGCONT)
+
+    def partitioner(self) -> Partitioner:
+        if self._partitioner is None:
+            ports = [m.peer_port for m in self.cluster.members]
+            namespaces = self.network.namespaces if self.network is not None else ()
+            self._partitioner = Partitioner(ports, namespaces=namespaces)
+        return self._partitioner
+
+    def host(self, name: str) -> str:
+        return self.cluster.member(name).host
+
+    def log_path(self, name: str) -> Path | None:
+        return self.cluster.member(name).log_path
+
+
+class _Captured:
+    """How to start a process again: its argv, environment and working directory from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        proc = Path(f"/proc/{pid}")
+        self.argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+        env = {}
+        for item in (proc / "environ").read_bytes().split(b"\0"):
+            k, sep, v = item.decode(errors="replace").partition("=")
+            if sep:
+                env[k] = v
+        self.env = env
+        self.cwd = os.readlink(proc / "cwd")
+
+
+class ExternalTarget(Target):
+    """Endpoints of a running cluster; with pids, members can be paused, killed and restarted."""
+
+    kind = "external"
+
+    def __init__(self, endpoints: list[str], pids: list[int] | None = None, log_dir: Path | None = None) -> None:
+        names = [f"m{i + 1}" for i in range(len(endpoints))]
+        super().__init__(names, endpoints)
+        self.pids: dict[str, int] = {}
+        self._captured: dict[str, _Captured] = {}
+        self._procs: dict[str, subprocess.Popen] = {}
+        self.log_dir = log_dir
+        if pids:
+            if len(pids) != len(endpoints):
+                raise TargetError(
+                    f"{len(endpoints)} endpoints but {len(pids)} pids: give one pid per endpoint, in order"
+                )
+            for name, pid in zip(names, pids, strict=True):
+                self.pids[name] = pid
+                try:
+                    self._captured[name] = _Captured(pid)
+                except OSError as exc:
+                    raise TargetError(f"cannot read /proc/{pid}: {exc}") from None
+            self.capabilities = frozenset({"kill", "pause"})
+
+    def running(self, name: str) -> bool:
+        pid = self.pids.get(name)
+        if pid is None:
+            return True  # not ours to know: assume so
+        proc = self._procs.get(name)
+        if proc is not None:
+            return proc.poll() is None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return False
+        return True
+
+    def _pid(self, name: str) -> int:
+        if name not in self.pids:
+            raise TargetError(f"no pid for {name}: pass --pids to kill or pause members")
+        return self.pids[name]
+
+    def kill(self, name: str) -> None:
+        pid = self._pid(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        proc = self._procs.get(name)
+        if proc is not None:
+            proc.wait(10)
+        else:
+            deadline = time.monotonic() + 10
+            while self.running(name) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def restart(self, name: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        cap = self._captured.get(name)
+        if cap is None:
+            raise TargetError(f"cannot restart {name}: its pid was not given")
+        if self.running(name):
+            self.kill(name)
+        log = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
+        proc = subprocess.Popen(
+            cap.argv,
+            env={**cap.env, **(env or {})},
+            cwd=cap.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._procs[name] = proc
+        self.pids[name] = proc.pid
+        if wait:
+            deadline = time.monotonic() + 30
+            while status(self.endpoint(name)) is None:
+                if proc.poll() is not None:
+                    raise TargetError(f"{name} exited with {proc.returncode} after restart")
+                if time.monotonic() > deadline:
+                    raise TargetError(f"{name} did not answer within 30 s of its restart")
+                time.sleep(0.1)
+
+    def pause(self, name: str) -> None:
+        os.kill(self._pid(name), signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._pid(name), signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Leaves the cluster running, resumed, with every member it killed restarted."""
+        for name in self.pids:
+            with contextlib.suppress(TargetError, OSError):
+                self.resume(name)

@@ -1,0 +1,1 @@
+"""Workloads: what the clients do during a run, and how their history is checked."""
