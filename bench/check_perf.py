@@ -163,13 +163,13 @@ def side_by_side(runs: list[Run]) -> str:
     for load in dict.fromkeys(r.load for r in runs):
         cols = [r for r in runs if r.load == load]
         target, clients, seconds = LOADS[load]
-        head = f"etcdctl check perf --load={load} ({clients} clients, {target:,} puts/s target, {seconds} s)"
         width = 30
-        rows = [f"{head:<44}" + "".join(f"{f'{r.server} ({r.members} members)':<{width}}" for r in cols)]
-        rows.append("-" * len(rows[0]))
+        rows = [f"etcdctl check perf --load={load}: {clients} clients, {target:,} puts/s target, {seconds} s"]
+        rows.append(f"{'':<44}" + "".join(f"{f'{r.server} ({r.members} members)':<{width}}" for r in cols).rstrip())
+        rows.append("-" * (44 + width * len(cols)))
 
         def row(title: str, cells: list[str]) -> None:
-            rows.append(f"{title:<44}" + "".join(f"{c:<{width}}" for c in cells))  # noqa: B023
+            rows.append((f"{title:<44}" + "".join(f"{c:<{width}}" for c in cells)).rstrip())  # noqa: B023
 
         row("verdict", ["PASS" if r.verdict.passed else "FAIL" for r in cols])
         row(
