@@ -52,6 +52,7 @@ FORWARDED_KEY = "raftkv-lease-forwarded"
 FORWARDED = ((FORWARDED_KEY, "1"),)
 STREAM_CONCURRENCY = 256  # renewals of one stream waiting at once
 RETRY_PAUSE = 0.05  # before asking again when no leader is known or the link to it broke
+FORWARD_ATTEMPT_TIMEOUT = 1.5  # one forwarded renewal; then the stream is dropped and the renewal asked again
 
 
 class IdGenerator:
@@ -139,13 +140,13 @@ class LeaderLink:
         queue = self._pending.setdefault(lease_id, deque())
         queue.append(fut)
         try:
-            async with self._write_lock:
-                await call.write(pb.LeaseKeepAliveRequest(ID=lease_id))
-        except (grpc.RpcError, grpc.aio.UsageError, RuntimeError) as exc:
-            if self._call is call:
-                self._drop_stream()
-            raise _LinkBroken(str(exc)) from exc
-        try:
+            try:
+                async with self._write_lock:
+                    await call.write(pb.LeaseKeepAliveRequest(ID=lease_id))
+            except (grpc.RpcError, grpc.aio.UsageError, RuntimeError) as exc:
+                if self._call is call:
+                    self._drop_stream()
+                raise _LinkBroken(str(exc)) from exc
             return await fut
         finally:
             if not fut.done():  # cancelled (timeout): forget it so a late answer goes to the next one
@@ -183,6 +184,10 @@ class LeaderLink:
             for fut in queue:
                 if not fut.done():
                     fut.set_exception(_LinkBroken(error))
+
+    def reset(self) -> None:
+        """Forgets the forwarding stream (the next renewal opens a fresh one)."""
+        self._drop_stream()
 
     def _drop_stream(self) -> None:
         call, reader = self._call, self._reader
@@ -386,10 +391,16 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
                     continue
             target = self.link.leader_address()
             if target is not None:
+                # one attempt may not take the whole request timeout: a leader that died or was cut
+                # off mid-stream must not swallow the renewal; drop that stream and ask again
+                attempt = min(max(left, 0.001), FORWARD_ATTEMPT_TIMEOUT)
                 try:
-                    return await asyncio.wait_for(self.link.renew(target, lease_id), max(left, 0.001))
+                    return await asyncio.wait_for(self.link.renew(target, lease_id), attempt)
                 except TimeoutError:
-                    raise Timeout() from None
+                    self.link.reset()
+                    if time.monotonic() >= deadline:
+                        raise Timeout() from None
+                    continue
                 except _LinkBroken as exc:
                     log.debug("lease forwarding failed", extra={"leader": target, "error": str(exc)})
             await self._pause(deadline, target)
