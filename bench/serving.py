@@ -449,7 +449,7 @@ def table(rows: list[Row], cfg: Config) -> str:
     base = {r.grpc: r for r in rows if r.option == BASELINE}
     head = (
         f"{'option':<20} {'grpcio':<7} {'procs':>5} | {'ops/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'srv cpu':>7} "
-        f"{'srv µs/req':>10} {'cli µs/req':>10} | {'vs ' + BASELINE + ': ops/s':>21} {'srv µs/req':>10}"
+        f"{'srv µs/req':>10} {'(median)':>8} {'cli µs/req':>10} | {'vs ' + BASELINE + ': ops/s':>21} {'srv µs/req':>10}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -457,7 +457,7 @@ def table(rows: list[Row], cfg: Config) -> str:
         rel = f"{r.ops_per_s / b.ops_per_s:>21.2f} {r.server_us / b.server_us:>10.2f}" if b else f"{'-':>21} {'-':>10}"
         lines.append(
             f"{r.option:<20} {r.grpc:<7} {r.processes:>5} | {r.ops_per_s:>7,.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
-            f"{100 * r.server_cpu:>6.0f}% {r.server_us:>10.0f} {r.client_us:>10.0f} | {rel}"
+            f"{100 * r.server_cpu:>6.0f}% {r.server_us:>10.0f} {r.server_us_median:>8.0f} {r.client_us:>10.0f} | {rel}"
         )
     if len(versions) > 1:
         first = versions[0]
@@ -481,7 +481,8 @@ def table(rows: list[Row], cfg: Config) -> str:
     lines.append(
         f"({cfg.clients} clients over {cfg.channels} channels, serializable Range of one key, a fixed 256-byte-value "
         f"response; {cfg.seconds:g} s per option after {cfg.warmup:g} s of warm-up; each row the quietest of "
-        f"{rows[0].rounds} round(s); srv cpu = the server processes' CPU use, 100% = one core; "
+        f"{rows[0].rounds} round(s), (median) = server µs/req over all rounds; "
+        f"srv cpu = the server processes' CPU use, 100% = one core; "
         f"{sum(r.errors for r in rows)} errors; "
         f"other processes on the machine used {100 * sum(others) / len(others):.0f}% on average, "
         f"at most {100 * max(others):.0f}%)"
