@@ -17,7 +17,7 @@ import heapq
 import itertools
 import logging
 import os
-import shutil
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +56,7 @@ class Member:
         )
         self.known_members = {mid: MemberInfo(mid, name, urls) for mid, (name, urls) in cfg.members.items()}
         self._snapshot_seq = itertools.count()
+        self._backend_lock = threading.Lock()
         self.published = asyncio.Event()  # set once this member's attributes are in the applied log
         # request ids as etcd makes them: the low 16 bits of the member id on top, then a counter
         # started from the clock (so sizes, and the request-size limit, match etcd's to the byte)
@@ -130,25 +131,29 @@ class Member:
     def apply_conf_change(self, index: int, term: int, kind: str, member_id: int, context: bytes) -> None:
         self.applier.apply_conf_change(index, term, kind, member_id, context, self.known_members.get(member_id))
 
+    # Worker threads sync and copy the backend; _backend_lock keeps them off an environment that
+    # install_snapshot is closing (that waits for them, on the event loop, which is rare and short).
+
     def sync(self) -> None:
-        self.backend.sync()
+        with self._backend_lock:
+            self.backend.sync()
 
     def snapshot_file(self, directory: Path) -> Path:
         """A consistent, compacted copy of the backend (LMDB copies from one read transaction)."""
         out = directory / f"outgoing-{os.getpid()}-{next(self._snapshot_seq)}"
         out.mkdir(parents=True)
-        self.backend.env.copy(str(out), compact=True)
+        with self._backend_lock:
+            self.backend.env.copy(str(out), compact=True)
         return out / "data.mdb"
 
     def install_snapshot(self, path: Path) -> None:
         """Replaces the backend by a snapshot received from the leader and reloads everything from it."""
-        db_dir = self.backend.path
-        self.backend.close()
-        (db_dir / "lock.mdb").unlink(missing_ok=True)
-        os.replace(path, db_dir / "data.mdb")
-        if path.parent.name.startswith("outgoing-"):
-            shutil.rmtree(path.parent, ignore_errors=True)
-        backend = Backend(db_dir)
+        with self._backend_lock:
+            db_dir = self.backend.path
+            self.backend.close()
+            (db_dir / "lock.mdb").unlink(missing_ok=True)
+            os.replace(path, db_dir / "data.mdb")
+            backend = Backend(db_dir)
         self.lessor.reload(backend)  # before the store, which re-attaches the leased keys
         self._open_state(backend)
         log.info("installed snapshot", extra={"applied_index": self.applied_index, "revision": self.store.current_rev})
@@ -223,16 +228,19 @@ class Member:
         await fut
 
     async def _run_compactions(self) -> None:
-        store = self.store
         while True:
             await self._compaction_wakeup.wait()
             self._compaction_wakeup.clear()
-            while store.pending_compactions:
+            # self.store is read afresh: a snapshot from the leader may replace it between steps (its
+            # own interrupted compaction then resumes from the new store's scheduled revision)
+            while self.store.pending_compactions:
+                store = self.store
                 job = store.pending_compactions[0]
-                while not store.compaction_step(job):
+                while store is self.store and not store.compaction_step(job):
                     await asyncio.sleep(0)  # let requests through between batches
-                store.pending_compactions.pop(0)
-                for fut in job.waiters:
+                if store is self.store:
+                    store.pending_compactions.pop(0)
+                for fut in job.waiters:  # (when replaced, the new store carries the compaction on)
                     if not fut.done():
                         fut.set_result(None)
                 log.info("compaction finished", extra={"revision": job.rev})
@@ -241,7 +249,7 @@ class Member:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(0.1)
-            await loop.run_in_executor(None, self.backend.sync)
+            await loop.run_in_executor(None, self.sync)
 
     # ---- responses ----
 
