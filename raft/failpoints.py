@@ -8,7 +8,8 @@
 - ``N*action``: the action happens on the N-th hit only (``3*crash``).
 
 Points: ``beforeWALSave``, ``afterWALSave``, ``beforeApply``, ``afterApply``,
-``beforeBackendCommit``, ``beforeSendMessages``. When the variable is unset, ``hit`` is a single
+``beforeSendMessages``, ``beforeSnapshotInstall`` (a follower, after recording a snapshot from the
+leader in its WAL, before replacing its state with it). When the variable is unset, ``hit`` is a single
 dictionary lookup.
 """
 

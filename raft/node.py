@@ -179,6 +179,8 @@ class RaftNode:
             self.wal = wal
             if st.snapshot_index:
                 if applied < st.snapshot_index:
+                    applied = self._finish_snapshot_install(sm, st.snapshot_index, st.snapshot_term)
+                if applied < st.snapshot_index:
                     raise StartupError(
                         f"the backend has applied only up to {applied} but the WAL in {self.wal_dir} starts after "
                         f"its snapshot at {st.snapshot_index}: entries in between are lost; refusing to start"
@@ -188,11 +190,14 @@ class RaftNode:
                 self._snap_index = st.snapshot_index
             storage.append(st.entries)
             last = storage.last_index()
-            if applied > last:
+            if applied > last and not st.snapshot_replaces_log:
                 raise StartupError(
                     f"the backend has applied entry {applied} but the WAL in {self.wal_dir} ends at {last}: "
                     "the WAL lost entries; refusing to start"
                 )
+            # A snapshot from the leader is a copy of its backend, which may be ahead of the snapshot's
+            # index: the entries in between come again from the leader and the applier skips them.
+            applied = min(applied, last)
             # entries the backend applied were committed, even if a commit-only hard state was not synced
             storage.set_hard_state(HardState(st.term, st.vote, max(st.commit, applied)))
         cfg = Config(
@@ -497,14 +502,25 @@ class RaftNode:
         failpoints.hit("afterApply")
 
     def _install_snapshot(self, snap: Snapshot) -> None:
+        """The WAL records the snapshot first (its file is durable in the snap dir), then the state is
+        replaced: a crash in between is finished on restart by _finish_snapshot_install."""
         md = snap.metadata
         path = Path(snap.data.decode())
         log.info("installing snapshot from the leader", extra={"index": md.index, "term": md.term, "file": str(path)})
-        self.sm.install_snapshot(path)
         self.wal.save_snapshot_mark(md.index, md.term, md.conf_state.voters, md.conf_state.learners, True)
+        failpoints.hit("beforeSnapshotInstall")
+        self.sm.install_snapshot(path)
         self.storage.apply_snapshot(Snapshot(md))
         self._conf_state = md.conf_state
         self._snap_index = md.index
+
+    def _finish_snapshot_install(self, sm: StateMachine, index: int, term: int) -> int:
+        """Installs a received snapshot the WAL recorded but a crash kept from being installed."""
+        for path in self.snap_dir.glob(f"received-*-{term:x}-{index:x}.snap"):
+            log.warning("finishing the install of a received snapshot", extra={"index": index, "file": str(path)})
+            sm.install_snapshot(path)
+            return sm.applied_index
+        return sm.applied_index
 
     async def _maybe_compact(self) -> None:
         """Every snapshot_count applied entries: sync the backend, mark the WAL, drop old entries."""

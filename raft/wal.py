@@ -83,6 +83,7 @@ class WalState:
     snapshot_term: int = 0
     snapshot_voters: tuple[int, ...] = ()
     snapshot_learners: tuple[int, ...] = ()
+    snapshot_replaces_log: bool = False  # the last snapshot mark is one received from a leader
     entries: list = field(default_factory=list)  # entries after snapshot_index, contiguous
 
 
@@ -185,6 +186,7 @@ class WAL:
                         _, sindex, sterm, voters, learners, replaces_log = rec
                         state.snapshot_index, state.snapshot_term = sindex, sterm
                         state.snapshot_voters, state.snapshot_learners = tuple(voters), tuple(learners)
+                        state.snapshot_replaces_log = bool(replaces_log)
                         if replaces_log:
                             entries.clear()
                             last_index = sindex

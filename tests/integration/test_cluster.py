@@ -145,7 +145,8 @@ def test_leader_killed_under_load_loses_nothing(cluster: LocalCluster) -> None:
     assert dumps[0] == dumps[1] == dumps[2]
 
 
-def test_member_down_during_compaction_catches_up_by_snapshot(tmp_path: Path) -> None:
+@pytest.mark.parametrize("crash_while_installing", [False, True])
+def test_member_down_during_compaction_catches_up_by_snapshot(tmp_path: Path, crash_while_installing: bool) -> None:
     c = make_cluster(tmp_path, "--snapshot-count=200")
     c.start(timeout=60)
     try:
@@ -163,6 +164,12 @@ def test_member_down_during_compaction_catches_up_by_snapshot(tmp_path: Path) ->
                 for f in batch:
                     f.result()
             stub.Put(pb.PutRequest(key=b"snap/last", value=b"done"), timeout=30)
+        if crash_while_installing:  # dies between recording the snapshot and installing it
+            lagging.env = {"RAFTKV_FAILPOINTS": "beforeSnapshotInstall=crash"}
+            c.start_member(lagging.name, wait=False)
+            assert lagging.proc.wait(60) == 137
+            c.stop_member(lagging.name)
+            lagging.env = {}
         c.start_member(lagging.name)
         c.wait_ready()
         deadline = time.monotonic() + 30
