@@ -184,11 +184,15 @@ async def drive(
     warmup: float,
     seconds: float,
     opener: Opener | None = None,
+    rate: float | None = None,
 ) -> Result:
     """Runs ``clients`` closed-loop clients for warmup + seconds; measures the last ``seconds``.
 
     Client ``i`` uses channel ``i % channels``; channel ``j`` goes to endpoint ``j % len(endpoints)``
-    (or wherever ``opener``, given the endpoints and a count, puts its channels).
+    (or wherever ``opener``, given the endpoints and a count, puts its channels). With ``rate``,
+    the clients together offer that many requests per second: each sends one every
+    ``clients / rate`` seconds from a random phase (and at once if it is behind), so servers can be
+    compared at the same load, below what any of them saturates at.
     """
     chans = await (opener or open_channels)(server.endpoints, min(channels, clients))
     try:
@@ -207,6 +211,9 @@ async def drive(
             await asyncio.sleep(max(0.0, end - time.perf_counter()))
             cpu.append((server.member_cpu_seconds(), time.process_time(), machine_busy_seconds()))
 
+        interval = clients / rate if rate else 0.0
+        phases = [rng.random() * interval for _ in range(clients)]
+
         async def client(i: int) -> tuple[list[float], int]:
             call = calls[i % len(calls)]
             k = offsets[i]
@@ -214,7 +221,13 @@ async def drive(
             record = latencies.append
             perf = time.perf_counter
             errors = 0
+            due = now + phases[i]
             while True:
+                if interval:
+                    wait = due - perf()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    due += interval
                 t0 = perf()
                 if t0 >= end:
                     return latencies, errors

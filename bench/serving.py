@@ -38,7 +38,10 @@ interpreters (e.g. a throwaway venv with another grpcio; the repository is put o
 ``PYTHONPATH``), each option on each interpreter in turn, while the load generator stays in this
 process, so only the server's grpcio differs. ``--rounds`` repeats the whole plan and reports,
 per option and grpcio, the round in which the rest of the machine used the least CPU (as
-``bench.kv --rounds``); the JSON keeps every round.
+``bench.kv --rounds``); the JSON keeps every round. ``--rate R`` paces the clients to offer R
+requests/s in all, below every option's ceiling, so each server handles the same load and its CPU
+per request is compared like for like (closed-loop saturation also measures how well a server
+batches when it falls behind, and is more at the mercy of whatever else runs on the machine).
 
 Prints ops/s, p50/p99 latency, server CPU use and server and client CPU per request, relative to
 ``aio-uvloop``, and writes ``bench/results/serving-<UTC timestamp>.json``. Nothing is asserted.
@@ -359,12 +362,21 @@ class Measurement:
         return 1e6 * r.client_cpu_s / r.ops if r.ops else float("nan")
 
 
-async def measure(servers: Servers, cfg: Config, requests: list[bytes]) -> Result:
+async def measure(servers: Servers, cfg: Config, requests: list[bytes], rate: float | None) -> Result:
     opener = servers.open_balanced if servers.option.processes > 1 else None
-    return await drive(servers, "srange", requests, cfg.clients, cfg.channels, cfg.warmup, cfg.seconds, opener=opener)
+    return await drive(
+        servers, "srange", requests, cfg.clients, cfg.channels, cfg.warmup, cfg.seconds, opener=opener, rate=rate
+    )
 
 
-def run(options: list[Option], pythons: list[str], cfg: Config, rounds: int, log: bool = True) -> list[Measurement]:
+def run(
+    options: list[Option],
+    pythons: list[str],
+    cfg: Config,
+    rounds: int,
+    rate: float | None = None,
+    log: bool = True,
+) -> list[Measurement]:
     import uvloop
 
     requests = encoded_requests("srange", cfg)
@@ -375,7 +387,7 @@ def run(options: list[Option], pythons: list[str], cfg: Config, rounds: int, log
                 for python in pythons:
                     servers = Servers(option, python, Path(tmp)).start()
                     try:
-                        result = uvloop.run(measure(servers, cfg, requests))
+                        result = uvloop.run(measure(servers, cfg, requests, rate))
                     finally:
                         servers.stop()
                     m = Measurement(option.name, python, servers.grpc_version, option.processes, rnd, result)
@@ -444,7 +456,7 @@ def summarize(ms: list[Measurement]) -> list[Row]:
     return rows
 
 
-def table(rows: list[Row], cfg: Config) -> str:
+def table(rows: list[Row], cfg: Config, rate: float | None = None) -> str:
     versions = list(dict.fromkeys(r.grpc for r in rows))
     base = {r.grpc: r for r in rows if r.option == BASELINE}
     head = (
@@ -479,7 +491,8 @@ def table(rows: list[Row], cfg: Config) -> str:
             lines.append(f"{option:<20} | " + " | ".join(cells))
     others = [r.other_cpu for r in rows]
     lines.append(
-        f"({cfg.clients} clients over {cfg.channels} channels, serializable Range of one key, a fixed 256-byte-value "
+        f"({cfg.clients} clients over {cfg.channels} channels{f' offering {rate:,.0f} requests/s' if rate else ''}, "
+        f"serializable Range of one key, a fixed 256-byte-value "
         f"response; {cfg.seconds:g} s per option after {cfg.warmup:g} s of warm-up; each row the quietest of "
         f"{rows[0].rounds} round(s), (median) = server µs/req over all rounds; "
         f"srv cpu = the server processes' CPU use, 100% = one core; "
@@ -509,7 +522,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=d.clients, help="concurrent requests in flight")
     p.add_argument("--channels", type=int, default=d.channels, help="gRPC connections the clients share")
     p.add_argument("--keys", type=int, default=d.keys, help="distinct requests (keys) the clients cycle through")
-    p.add_argument("--rounds", type=int, default=1, help="repeat the plan; report medians")
+    p.add_argument("--rounds", type=int, default=1, help="repeat the plan; report each option's quietest round")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="offer this many requests/s in all (paced clients) instead of as many as the server answers",
+    )
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON results go")
     a = p.parse_args(argv)
     try:
@@ -521,14 +540,16 @@ def main(argv: list[str] | None = None) -> int:
         p.error("need options, pythons, and positive --rounds, --clients, --channels, --seconds")
     exit_on_sigterm()
     cfg = Config(seconds=a.seconds, warmup=a.warmup, clients=a.clients, channels=a.channels, keys=a.keys)
-    ms = run(options, pythons, cfg, a.rounds)
+    if a.rate is not None and a.rate <= 0:
+        p.error("--rate must be positive")
+    ms = run(options, pythons, cfg, a.rounds, a.rate)
     rows = summarize(ms)
     doc = {
         "benchmark": "serving",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m bench.serving " + " ".join(argv),
         "machine": machine(),
-        "config": {**asdict(cfg), "rounds": a.rounds, "pythons": pythons},
+        "config": {**asdict(cfg), "rounds": a.rounds, "pythons": pythons, "rate": a.rate},
         "response_bytes": len(RESPONSE_BYTES),
         "summary": [asdict(r) for r in rows],
         "measurements": [{**asdict(m), "server_us_per_req": m.server_us, "client_us_per_req": m.client_us} for m in ms],
@@ -537,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     path = a.results_dir / f"serving-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     print()
-    print(table(rows, cfg))
+    print(table(rows, cfg, a.rate))
     print(f"\nresults: {path}")
     return 0
 
