@@ -2,7 +2,9 @@
 
 ``--nemesis kill,partition`` picks among the named kinds at random; ``kind:mode`` fixes a mode.
 
-- ``kill`` (leader, one, majority, all): SIGKILL; healed by restarting, in random order, staggered.
+- ``kill`` (leader, one, majority, all, all-leader-last): SIGKILL; healed by restarting, in random
+  order, a moment apart; ``all-leader-last`` restarts the others first and the old leader once
+  they have elected a leader among themselves (a slow machine rebooting last).
 - ``pause`` (leader, one, majority): SIGSTOP; healed by SIGCONT.
 - ``partition`` (leader, majority, bridge, halves): nftables drops peer traffic between members;
   healed by removing the rules.
@@ -33,7 +35,7 @@ from chaos.netfault import NetFaultError
 from chaos.targets import FAILPOINTS_VAR, Target, TargetError, status
 
 MODES: dict[str, tuple[str, ...]] = {
-    "kill": ("leader", "one", "majority", "all"),
+    "kill": ("leader", "one", "majority", "all", "all-leader-last"),
     "pause": ("leader", "one", "majority"),
     "partition": ("leader", "majority", "bridge", "halves"),
     "failpoint": ("beforeWALSave", "afterWALSave", "beforeApply", "afterApply"),
@@ -184,13 +186,17 @@ class Nemesis:
         return notes
 
     def _restart(self, names: list[str], env: dict[str, str] | None = None) -> str:
-        """Restarts members in random order, a moment apart; returns what went wrong, if anything."""
+        """Restarts members in random order, a moment apart; returns what went wrong, if anything.
+
+        The moments are short (under 0.3 s, less than a member takes to start): who campaigns
+        first is then up to the members' election timers, not to the order of restarts.
+        """
         order = list(names)
         self.rng.shuffle(order)
         problems = []
         for i, name in enumerate(order):
             if i:
-                time.sleep(self.rng.uniform(0.0, 1.0))
+                time.sleep(self.rng.uniform(0.0, 0.3))
             try:
                 self.target.restart(name, env=env, wait=False)
             except (TargetError, RuntimeError, OSError) as exc:
@@ -212,12 +218,23 @@ class Nemesis:
             time.sleep(0.1)
 
     def _kill(self, mode: str) -> tuple[str, Callable[[], str]]:
-        victims = self._members(mode)
+        last = None
+        if mode == "all-leader-last":
+            last = self._members("leader")[0]
+            victims = [n for n in self.target.names if n != last] + [last]
+        else:
+            victims = self._members(mode)
         for name in victims:
             self.target.kill(name)
 
         def heal() -> str:
-            return self._restart(victims)
+            if last is None:
+                return self._restart(victims)
+            note = self._restart(victims[:-1])
+            deadline = time.monotonic() + 10
+            while self.target.leader() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            return note + "; then " + self._restart([last])
 
         return f"kill {mode}: {','.join(victims)}", heal
 
