@@ -292,3 +292,27 @@ def _explain(checked: dict[str, Any]) -> str:
         "The outlined operation is where every order runs out."
         + ("" if first.get("from_any_state") else " (The window starts at the beginning of the key's history.)")
     )
+
+
+def recheck(out: Path, workload_name: str, budget_s: float = 120.0) -> tuple[int, dict[str, Any]]:
+    """Checks out/history.jsonl again (another checker version, a larger budget); rewrites the timeline."""
+    from chaos.history import read_jsonl
+
+    events = read_jsonl(out / "history.jsonl")
+    ops = pair(events)
+    workload = registry.make(workload_name, Options(), Recorder())
+    checked = workload.check(ops, budget_s)
+    if checked["verdict"] == "invalid":
+        faults = nemesis_windows(events, max((e.time for e in events), default=0))
+        windows = checked.get("windows") or [[]]
+        title = f"{workload_name}: invalid (re-checked)"
+        report.timeline_html(
+            ops,
+            windows[0],
+            out / "timeline.html",
+            title,
+            checked.get("explanation") or _explain(checked),
+            checked.get("highlight") or [],
+            faults,
+        )
+    return EXIT[checked["verdict"]], checked

@@ -41,6 +41,12 @@ def _kube(args: argparse.Namespace) -> int:
     return kube.main(args.kube_args)
 
 
+def _chaos(args: argparse.Namespace) -> int:
+    from raftkv_cmd import chaos
+
+    return chaos.main(args.chaos_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raftkv", description="An etcd-compatible, Raft-replicated key-value store.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     kube = sub.add_parser("kube", add_help=False, prefix_chars="\0", help="a Kubernetes-style control plane (kube -h)")
     kube.add_argument("kube_args", nargs=argparse.REMAINDER)
     kube.set_defaults(func=_kube)
+    chaos = sub.add_parser("chaos", add_help=False, prefix_chars="\0", help="Jepsen-style tests (chaos -h)")
+    chaos.add_argument("chaos_args", nargs=argparse.REMAINDER)
+    chaos.set_defaults(func=_chaos)
     return parser
 
 
