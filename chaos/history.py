@@ -10,7 +10,9 @@ operation *completes* with one of three outcomes:
 
 A process has at most one operation in flight. After an ``info`` a process is never reused
 (its operation may still be in flight on some server), so workers take a fresh process number.
-Faults are recorded too, under the process ``"nemesis"``, with ``f`` naming the fault.
+Faults are recorded too, under the process ``"nemesis"``, with ``f`` naming the fault, and
+observations that are not operations (what a watcher received) under processes named by
+strings. Client processes are numbers.
 
 Times are nanoseconds since the recorder started, from the monotonic clock. On disk a history
 is JSON lines, one event per line (``history.jsonl``).
@@ -72,6 +74,7 @@ class Recorder:
         self.t0 = clock()
         self.events: list[Event] = []
         self._lock = threading.Lock()
+        self._counts = {OK: 0, FAIL: 0, INFO: 0}
 
     def restart_clock(self) -> None:
         """Makes time 0 now (before the first event: a run starts its clock when its clients start)."""
@@ -87,6 +90,8 @@ class Recorder:
         with self._lock:
             ev = Event(len(self.events), self._clock() - self.t0, process, type_, f, value, error, node)
             self.events.append(ev)
+            if type_ in self._counts and isinstance(process, int):
+                self._counts[type_] += 1
         return ev
 
     def invoke(self, process: int | str, f: str, value: Any = None, node: str | None = None) -> Event:
@@ -107,11 +112,9 @@ class Recorder:
         return self.complete(inv, INFO, value, error)
 
     def count(self) -> dict[str, int]:
-        counts = {OK: 0, FAIL: 0, INFO: 0}
-        for ev in self.events:
-            if ev.type in counts and ev.process != NEMESIS:
-                counts[ev.type] += 1
-        return counts
+        """Completions of client operations (processes that are numbers) by type."""
+        with self._lock:
+            return dict(self._counts)
 
 
 def write_jsonl(events: Iterable[Event], path: Path) -> None:

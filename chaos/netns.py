@@ -47,7 +47,7 @@ class PrivateNetwork:
         self.tag = tag or f"rkc{os.getpid() % 100000}"
         self.bridge = self.tag
         self.namespaces = [f"{self.tag}-m{i + 1}" for i in range(size)]
-        self.subnet = ""
+        self.subnet = self._free_subnet()
         self.active = False
 
     def host(self, i: int) -> str:
@@ -66,7 +66,6 @@ class PrivateNetwork:
 
     def up(self) -> None:
         self.down()
-        self.subnet = self._free_subnet()
         self.active = True
         atexit.register(self.down)
         _ip("link", "add", self.bridge, "type", "bridge")

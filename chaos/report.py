@@ -22,6 +22,7 @@ from typing import Any
 from chaos.history import FAIL, INFO, OK, Operation
 
 _COLORS = {OK: "#3a9a4a", FAIL: "#9a9a9a", INFO: "#e08a1e"}
+_BAR_COLORS = {OK: "#a8dcb0", FAIL: "#d6d6d6", INFO: "#f7c98a"}
 _F_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f", "#e377c2"]
 
 
@@ -80,7 +81,8 @@ def latency_plot(
     ax2.set_ylabel("ops/s")
     ax2.set_xlabel("time since start (s)")
     ax2.legend(loc="upper right", fontsize=7, ncol=3)
-    ax.legend(loc="upper left", fontsize=7, ncol=4, markerscale=2)
+    if ops:
+        ax.legend(loc="upper left", fontsize=7, ncol=4, markerscale=2)
     ax.set_xlim(0, end + 1)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -144,7 +146,7 @@ def timeline_html(
         y = 30 + row[str(op.process)] * row_h
         a = x(op.call)
         b = x(op.ret) if op.ret is not None else width - 10
-        color = _COLORS[op.type]
+        color = _BAR_COLORS[op.type]
         stroke = ' stroke="#d00" stroke-width="2.5"' if i in highlight else ""
         dash = ' stroke-dasharray="4 2" fill-opacity="0.35"' if op.ret is None else ""
         tip = html.escape(
@@ -155,7 +157,7 @@ def timeline_html(
             f'fill="{color}"{stroke}{dash}><title>{tip}</title></rect>'
         )
         parts.append(
-            f'<text x="{a + 3:.1f}" y="{y + 14}" fill="#fff" clip-path="none">{html.escape(_label(op))}</text>'
+            f'<text x="{a + 3:.1f}" y="{y + 14}" fill="#111">{html.escape(_label(op))}</text>'
         )
     parts.append(f'<text x="{left}" y="{height - 6}">{(t0) / 1e9:.3f} s</text>')
     parts.append(f'<text x="{width - 90}" y="{height - 6}">{t1 / 1e9:.3f} s</text>')
@@ -180,13 +182,14 @@ table {{ border-collapse: collapse; font-size: 12px; }}
 td, th {{ border: 1px solid #ddd; padding: 2px 6px; vertical-align: top; }}
 tr.hl td {{ background: #fdd; }}
 code {{ white-space: pre-wrap; word-break: break-all; }}
-.legend span {{ display: inline-block; padding: 1px 8px; margin-right: 6px; color: #fff; border-radius: 3px; }}
+.legend span {{ display: inline-block; padding: 1px 8px; margin-right: 6px; color: #111; border-radius: 3px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(explanation)}</p>
-<p class="legend"><span style="background:{_COLORS[OK]}">ok</span><span style="background:{_COLORS[FAIL]}">fail</span>
-<span style="background:{_COLORS[INFO]}">info (unknown outcome, open-ended)</span>
-<span style="background:#fff;color:#d00;border:2px solid #d00">the operation no order can place</span>
+<p class="legend"><span style="background:{_BAR_COLORS[OK]}">ok</span>
+<span style="background:{_BAR_COLORS[FAIL]}">fail</span>
+<span style="background:{_BAR_COLORS[INFO]}">info (unknown outcome, open-ended)</span>
+<span style="background:#fff;color:#d00;border:2px solid #d00">the operation where every order runs out</span>
 shaded: faults in effect. Times are milliseconds since the run began; hover a bar for its values.</p>
 {"".join(parts)}
 <h2>Operations ({len(chosen)})</h2>

@@ -22,12 +22,15 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+import grpc
 
 from chaos import report
 from chaos.history import INFO, Recorder, nemesis_windows, pair, write_jsonl
@@ -37,6 +40,7 @@ from chaos.workloads import registry
 from chaos.workloads.base import Channels, Client, Options, Pacer
 
 EXIT = {"valid": 0, "invalid": 1, "unknown": 2}
+OUTPUTS = ("history.jsonl", "verdict.json", "latency.png", "timeline.html")
 
 
 @dataclass
@@ -162,10 +166,14 @@ async def _run_phases(
         notes["convergence"] = await loop.run_in_executor(None, target.wait_converged, cfg.converge_timeout)
         progress.show(time.monotonic() - t0, recorder.count(), [], phase="final reads")
         if not notes["aborted"]:
+            await channels.close()  # fresh connections: no reconnect backoff left over from the faults
+            channels = Channels(target.endpoints)
             try:
                 await asyncio.wait_for(workload.final(channels), 120)
             except TimeoutError:
                 notes["final"] = "final reads timed out"
+            except grpc.aio.AioRpcError as exc:
+                notes["final"] = f"final reads failed: {exc.code().name}: {exc.details()}"
         progress.done()
     finally:
         await channels.close()
@@ -175,6 +183,9 @@ async def _run_phases(
 def run(cfg: RunConfig, stream: TextIO = sys.stdout) -> tuple[int, dict[str, Any]]:
     """Runs, checks and reports; returns (exit code, verdict)."""
     cfg.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(cfg.out / "cluster", ignore_errors=True)  # a previous run's cluster: never reused
+    for name in OUTPUTS:
+        (cfg.out / name).unlink(missing_ok=True)
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     started = time.time()
     recorder = Recorder()
@@ -271,6 +282,8 @@ def run(cfg: RunConfig, stream: TextIO = sys.stdout) -> tuple[int, dict[str, Any
     verdict["exit_code"] = code
     report.write_json(verdict, cfg.out / "verdict.json")
     unknown = counts[INFO]
+    if notes.get("error"):
+        stream.write(f"chaos: aborted: {notes['error']}\n")
     stream.write(
         f"chaos: {verdict_name.upper()} ({counts['ok']} ok, {counts['fail']} fail, {unknown} info; "
         f"checked in {verdict['check_s']}s); report in {cfg.out}\n"
