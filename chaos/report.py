@@ -5,10 +5,10 @@ operations as crosses, operations of unknown outcome as triangles at the top), t
 second below, and shades the windows in which faults were in effect. matplotlib draws it with
 the Agg backend, so no display is needed.
 
-``timeline.html`` is one self-contained page (inline SVG, no scripts): one row per process, a
-bar per operation from invocation to completion, open-ended bars for unknown outcomes, the
-operation the checker could not place outlined in red, the faults of that moment, and a table
-of the operations with their values.
+``timeline.html`` is one self-contained page (inline SVG, no scripts): one row per operation
+(labelled with its index, process and member), a bar from invocation to completion, open-ended
+bars for unknown outcomes, the operations the checker points at outlined in red, the faults of
+that moment, and a table of the operations with their values.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ def timeline_html(
     explanation: str,
     highlight: Sequence[int] = (),
     faults: Sequence[tuple[int, int, str]] = (),
+    highlight_label: str = "the operation where every order runs out",
 ) -> None:
     """A page showing the operations ``window`` (indices into ops)."""
     chosen = sorted({i for i in window if 0 <= i < len(ops)}, key=lambda i: (ops[i].call, i))
@@ -116,10 +117,9 @@ def timeline_html(
     span = t1 - t0
     t1 += span // 8  # room for open-ended bars
     span = t1 - t0
-    procs = sorted({str(ops[i].process) for i in chosen}, key=lambda p: (len(p), p))
-    row = {p: n for n, p in enumerate(procs)}
-    width, left, row_h = 1100, 110, 26
-    height = 40 + row_h * len(procs) + 30
+    row = {i: n for n, i in enumerate(chosen)}  # one row per operation: labels never overlap
+    width, left, row_h = 1100, 110, 22
+    height = 40 + row_h * len(chosen) + 30
 
     def x(t: int) -> float:
         return left + (width - left - 10) * (t - t0) / span
@@ -137,13 +137,14 @@ def timeline_html(
             f'opacity="0.2"><title>{html.escape(desc)}</title></rect>'
         )
         parts.append(f'<text x="{a + 2:.1f}" y="14" fill="#8a5a00">{html.escape(desc)}</text>')
-    for p, n in row.items():
+    for i, n in row.items():
         y = 30 + n * row_h
-        parts.append(f'<text x="4" y="{y + 14}">process {html.escape(p)}</text>')
+        who = f"#{i} p{ops[i].process}" + (f" {ops[i].node}" if ops[i].node else "")
+        parts.append(f'<text x="4" y="{y + 14}">{html.escape(who)}</text>')
         parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{y + row_h - 2}" y2="{y + row_h - 2}" stroke="#eee"/>')
     for i in chosen:
         op = ops[i]
-        y = 30 + row[str(op.process)] * row_h
+        y = 30 + row[i] * row_h
         a = x(op.call)
         b = x(op.ret) if op.ret is not None else width - 10
         color = _BAR_COLORS[op.type]
@@ -156,9 +157,8 @@ def timeline_html(
             f'<rect x="{a:.1f}" y="{y + 2}" width="{max(b - a, 2):.1f}" height="{row_h - 8}" rx="3" '
             f'fill="{color}"{stroke}{dash}><title>{tip}</title></rect>'
         )
-        parts.append(
-            f'<text x="{a + 3:.1f}" y="{y + 14}" fill="#111">{html.escape(_label(op))}</text>'
-        )
+        anchor = f'x="{a + 3:.1f}"' if a < left + (width - left) * 0.55 else f'x="{a - 3:.1f}" text-anchor="end"'
+        parts.append(f'<text {anchor} y="{y + 14}" fill="#111">{html.escape(_label(op))}</text>')
     parts.append(f'<text x="{left}" y="{height - 6}">{(t0) / 1e9:.3f} s</text>')
     parts.append(f'<text x="{width - 90}" y="{height - 6}">{t1 / 1e9:.3f} s</text>')
     parts.append("</svg>")
@@ -189,7 +189,7 @@ code {{ white-space: pre-wrap; word-break: break-all; }}
 <p class="legend"><span style="background:{_BAR_COLORS[OK]}">ok</span>
 <span style="background:{_BAR_COLORS[FAIL]}">fail</span>
 <span style="background:{_BAR_COLORS[INFO]}">info (unknown outcome, open-ended)</span>
-<span style="background:#fff;color:#d00;border:2px solid #d00">the operation where every order runs out</span>
+<span style="background:#fff;color:#d00;border:2px solid #d00">{html.escape(highlight_label)}</span>
 shaded: faults in effect. Times are milliseconds since the run began; hover a bar for its values.</p>
 {"".join(parts)}
 <h2>Operations ({len(chosen)})</h2>

@@ -40,7 +40,7 @@ from chaos.workloads import registry
 from chaos.workloads.base import Channels, Client, Options, Pacer
 
 EXIT = {"valid": 0, "invalid": 1, "unknown": 2}
-OUTPUTS = ("history.jsonl", "verdict.json", "latency.png", "timeline.html")
+OUTPUTS = ("history.jsonl", "verdict.json", "latency.png", "timeline.html", "unfenced.html")
 
 
 @dataclass
@@ -161,6 +161,8 @@ async def _run_phases(
             await asyncio.wait_for(asyncio.gather(background, return_exceptions=True), cfg.op_timeout + 5)
         if not background.done():
             background.cancel()
+        with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError):
+            await asyncio.wait_for(workload.teardown(channels), cfg.op_timeout + 5)
         await loop.run_in_executor(None, nemesis.stop)
         notes["heal"] = await loop.run_in_executor(None, nemesis.heal_all)
         notes["convergence"] = await loop.run_in_executor(None, target.wait_converged, cfg.converge_timeout)
@@ -255,7 +257,7 @@ def run(cfg: RunConfig, stream: TextIO = sys.stdout) -> tuple[int, dict[str, Any
             "ops": {**counts, "total": len(ops)},
             "elapsed_s": round(time.time() - started, 1),
             "check_s": round(time.monotonic() - t_check, 2),
-            "checker": {k: v for k, v in checked.items() if k != "windows"},
+            "checker": {k: v for k, v in checked.items() if k not in ("windows", "demo")},
             "faults": nemesis.log if nemesis is not None else [],
             "notes": notes,
             "converged": converged,
@@ -275,6 +277,19 @@ def run(cfg: RunConfig, stream: TextIO = sys.stdout) -> tuple[int, dict[str, Any
         explanation = checked.get("explanation") or _explain(checked)
         report.timeline_html(ops, window, cfg.out / "timeline.html", title, explanation, highlight, faults)
         verdict["files"]["timeline"] = "timeline.html"
+    demo = checked.get("demo")
+    if demo:  # not a violation: a demonstration (the lock workload's lost update without fencing)
+        report.timeline_html(
+            ops,
+            demo["window"],
+            cfg.out / "unfenced.html",
+            f"{cfg.workload}: why locks need fencing",
+            demo["explanation"],
+            demo.get("highlight") or [],
+            faults,
+            "the lost update and the write that erased it",
+        )
+        verdict["files"]["demo"] = "unfenced.html"
     code = EXIT[verdict_name]
     if code == 0 and not converged:
         code = 2

@@ -135,12 +135,21 @@ class Client:
         self.process += self.stride
 
     async def run(
-        self, f: str, value: Any, body: Callable[[], Awaitable[tuple[str, Any]]], *, read_only: bool = False
+        self,
+        f: str,
+        value: Any,
+        body: Callable[[], Awaitable[tuple[str, Any]]],
+        *,
+        read_only: bool = False,
+        timeout: float | None = None,
     ) -> tuple[str, Any]:
-        """Records one operation: body returns (ok|fail, completion value) or raises."""
+        """Records one operation: body returns (ok|fail, completion value) or raises.
+
+        The body is given ``timeout`` (default: the client's) plus a second before it is abandoned.
+        """
         inv = self.recorder.invoke(self.process, f, value, node=self.node)
         try:
-            type_, out = await asyncio.wait_for(body(), self.timeout + 1.0)
+            type_, out = await asyncio.wait_for(body(), (timeout or self.timeout) + 1.0)
         except asyncio.CancelledError:
             self.recorder.info(inv, error="cancelled")
             self.crashed()
@@ -179,6 +188,9 @@ class Workload:
 
     async def background(self, channels: Channels, stop: asyncio.Event) -> None:
         """An optional task that runs beside the workers (watchers, compactions)."""
+
+    async def teardown(self, channels: Channels) -> None:
+        """Runs once the workers and the background task have stopped, before the faults are healed."""
 
     async def final(self, channels: Channels) -> None:
         """Runs after the faults are healed and the cluster converged: final reads."""
