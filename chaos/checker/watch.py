@@ -343,6 +343,10 @@ def _check_versions(
                 )
             )
         return
+    if prev is None and (kind == "delete" or version > 1):
+        violations.append(
+            Violation("prev_kv", f"{where}: {kind} {key!r} at {mod} has no prev_kv, but the key existed before", [op])
+        )
     if prev is not None:
         prev_value, prev_mod = prev
         c = canon.get((prev_mod, key))

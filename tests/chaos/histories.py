@@ -107,3 +107,85 @@ def random_register_history(
             else:
                 b.cas(p, key, expect, v, call, ret, swapped, None if swapped else value)
     return b.operations()
+
+
+class WatchBuilder(Builder):
+    """Writes with their revisions, and watch sessions as the watch workload records them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.t = 0
+
+    def tick(self) -> int:
+        self.t += 10
+        return self.t
+
+    def put(self, puts: list[tuple[str, str]], rev: int | None, type_: str = OK) -> None:
+        t = self.tick()
+        out = {"puts": [list(p) for p in puts], "revision": rev} if type_ == OK else None
+        self.op(0, "put", {"puts": [list(p) for p in puts]}, t, t + 5 if type_ != INFO else None, type_, out)
+
+    def delete(self, key: str, rev: int, deleted: int = 1) -> None:
+        t = self.tick()
+        self.op(0, "delete", {"key": key}, t, t + 5, OK, {"key": key, "deleted": deleted, "revision": rev})
+
+    def compact(self, rev: int) -> None:
+        t = self.tick()
+        self.op(7, "compact", {"revision": rev}, t, t + 5, OK)
+
+    def note(self, watcher: str, session: int, kind: str, **fields: Any) -> None:
+        t = self.tick()
+        self.op(watcher, "watch", {"watcher": watcher, "session": session, "kind": kind, **fields}, t, t)  # type: ignore[arg-type]
+
+    def open(
+        self,
+        watcher: str,
+        session: int,
+        start: int,
+        key: str = "k",
+        range_end: str = "l",
+        prev_kv: bool = False,
+        created_at: int = 0,
+    ) -> None:
+        self.note(watcher, session, "open", key=key, range_end=range_end, start=start, prev_kv=prev_kv)
+        self.note(
+            watcher,
+            session,
+            "recv",
+            header=created_at,
+            created=True,
+            canceled=False,
+            compact=0,
+            progress=False,
+            events=[],
+        )
+
+    def recv(self, watcher: str, session: int, events: list[list[Any]], header: int = 0) -> None:
+        self.note(
+            watcher,
+            session,
+            "recv",
+            header=header or max((e[3] for e in events), default=0),
+            created=False,
+            canceled=False,
+            compact=0,
+            progress=False,
+            events=events,
+        )
+
+    def progress(self, watcher: str, session: int, rev: int) -> None:
+        self.note(
+            watcher, session, "recv", header=rev, created=False, canceled=False, compact=0, progress=True, events=[]
+        )
+
+    def final(self, kvs: list[list[Any]], rev: int, member: int = 0) -> None:
+        t = self.tick()
+        self.op(1_000_000 + member, "final-read", {}, t, t + 1, OK, {"kvs": kvs, "revision": rev})
+
+
+def put_event(key: str, value: str, rev: int, create: int, version: int, prev: list[Any] | None = None) -> list[Any]:
+    return ["put", key, value, rev, create, version, prev]
+
+
+def delete_event(key: str, rev: int, prev: list[Any] | None = None) -> list[Any]:
+    return ["delete", key, "", rev, 0, 0, prev]
