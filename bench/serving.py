@@ -2,7 +2,7 @@
 
     python -m bench.serving                                   # every option, about 90 s
     python -m bench.serving --options aio-uvloop,aio-generic --seconds 5
-    python -m bench.serving --pythons .venv/bin/python,/tmp/grpc185/bin/python   # grpcio versions
+    python -m bench.serving --pythons .venv/bin/python,/tmp/grpc185-venv/bin/python   # grpcio versions
 
 Each option is a server process (or several) that answers ``/etcdserverpb.KV/Range`` with one
 fixed, small ``RangeResponse`` (a header and one 256-byte key-value, as raftkv answers a read of
