@@ -1,6 +1,7 @@
 """Nemeses: the faults a run injects, one at a time, on a schedule, and how each is healed.
 
-``--nemesis kill,partition`` picks among the named kinds at random; ``kind:mode`` fixes a mode.
+``--nemesis kill,partition`` takes the named kinds in turn, in a shuffled order (each round of
+faults has each kind once); a kind's mode is picked at random unless ``kind:mode`` fixes it.
 
 - ``kill`` (leader, one, majority, all, all-leader-last): SIGKILL; healed by restarting, in random
   order, a moment apart; ``all-leader-last`` restarts the others first and the old leader once
@@ -116,8 +117,12 @@ class Nemesis:
             self._thread.join(120)
 
     def _run(self) -> None:
+        bag: list[tuple[str, str | None]] = []
         while not self._stop.wait(self.rng.uniform(0.5, 1.5) * self.interval):
-            kind, mode = self.rng.choice(self.kinds)
+            if not bag:  # every kind in turn, in a shuffled order: short runs exercise them all
+                bag = list(self.kinds)
+                self.rng.shuffle(bag)
+            kind, mode = bag.pop()
             try:
                 fault = self.inject(kind, mode)
             except (TargetError, NetFaultError, RuntimeError, TimeoutError, OSError) as exc:

@@ -16,7 +16,7 @@ The critical section updates two list resources with a read-modify-write each:
   holds the highest token seen: ``fence <= token`` or the request is rejected, and each bumps
   the fence to the token. A holder that lost the lock without knowing is refused.
 
-Sometimes a holder stalls in the middle of its critical section for longer than the lease TTL,
+Sometimes a holder stalls in the middle of its critical section for twice the lease TTL,
 its keepalives stopped too, as a process in a long garbage-collection pause would. Its lease
 expires, the lock passes to the next worker, and the stalled one, waking, still believes it
 holds the lock: its unfenced write then overwrites its successor's (a lost update), while its
@@ -264,7 +264,7 @@ class Lock(Workload):
             before = decode_list(got.kvs)
             if stall:  # a long pause with the keepalives stopped too: the lease expires meanwhile
                 s.paused.set()
-                await asyncio.sleep(self.ttl + 1.5)
+                await asyncio.sleep(2 * self.ttl)
                 s.paused.clear()
             await kv.Put(pb.PutRequest(key=self.unfenced, value=encode_list([*before, entry])), timeout=timeout)
             return ok({"entry": entry, "token": token, "read": before, "stalled": stall})

@@ -1,0 +1,71 @@
+"""Short chaos runs of every workload against real clusters, as CI can afford them (about 90 s in all).
+
+Each run starts its own three-member cluster, injects faults, heals, checks and writes a report.
+The longer soak is a documented command (chaos/README.md), not a test.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaos.runner import RunConfig, run
+
+pytestmark = pytest.mark.integration
+
+
+def chaos(tmp_path: Path, **kw: Any) -> tuple[int, dict[str, Any], Path]:
+    out = tmp_path / "run"
+    log = io.StringIO()
+    cfg = RunConfig(
+        out=out,
+        progress=False,
+        seed=kw.pop("seed", 7),
+        interval=kw.pop("interval", 2.5),
+        fault_duration=kw.pop("fault_duration", 2.0),
+        **kw,
+    )
+    code, verdict = run(cfg, stream=log)
+    assert (out / "history.jsonl").stat().st_size > 0
+    assert json.loads((out / "verdict.json").read_text())["verdict"] == verdict["verdict"]
+    assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"
+    assert verdict["faults"], f"no fault was injected:\n{log.getvalue()}"
+    return code, verdict, out
+
+
+def test_register_under_partitions_kills_and_pauses(tmp_path: Path) -> None:
+    code, v, _ = chaos(tmp_path, workload="register", nemesis="partition,kill,pause", time_s=10)
+    assert code == 0, json.dumps(v, indent=1)[:3000]
+    assert v["ops"]["ok"] > 200 and v["converged"]
+
+
+def test_append_under_kills_and_partitions(tmp_path: Path) -> None:
+    code, v, _ = chaos(tmp_path, workload="append", nemesis="kill,partition:bridge", time_s=8)
+    assert code == 0, json.dumps(v, indent=1)[:3000]
+    assert v["checker"]["serializability"]["txns"] > 200
+
+
+def test_watch_under_pauses_and_kills(tmp_path: Path) -> None:
+    code, v, _ = chaos(tmp_path, workload="watch", nemesis="pause,kill", time_s=8)
+    assert code == 0, json.dumps(v, indent=1)[:3000]
+    assert v["checker"]["events_received"] > 500 and v["checker"]["sessions"] > 6
+
+
+def test_lock_is_safe_with_fencing_and_not_without(tmp_path: Path) -> None:
+    code, v, out = chaos(
+        tmp_path, workload="lock", nemesis="pause:one", time_s=12, concurrency=4, workload_options={"stall_chance": 0.3}
+    )
+    assert code == 0, json.dumps(v, indent=1)[:3000]
+    assert v["checker"]["fenced"]["appends_ok"] > 5
+    assert v["checker"]["unsafe_without_fencing"], v["checker"]["unfenced"]
+    assert (out / "unfenced.html").exists()
+
+
+def test_etcd_register_under_partitions(tmp_path: Path) -> None:
+    code, v, _ = chaos(tmp_path, workload="register", nemesis="partition", time_s=8, etcd=True)
+    assert v["target"] == "etcd"
+    assert code == 0, json.dumps(v, indent=1)[:3000]
