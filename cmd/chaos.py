@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fault-duration", type=float, default=5.0, help="mean seconds a fault lasts (default 5)")
     run.add_argument("--op-timeout", type=float, default=5.0, help="client timeout per operation (default 5)")
     run.add_argument("--check-budget", type=float, default=120.0, help="seconds the checker may take (default 120)")
+    run.add_argument("--converge-timeout", type=float, default=60.0, help="seconds to wait for recovery (default 60)")
     run.add_argument("--keys", type=int, default=0, help="keys in use at once (workload default when 0)")
     run.add_argument("--ops-per-key", type=int, default=0, help="operations before a key retires (workload default)")
     run.add_argument("--no-progress", action="store_true", help="no live progress line")
@@ -95,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
         fault_duration=args.fault_duration,
         op_timeout=args.op_timeout,
         check_budget=args.check_budget,
+        converge_timeout=args.converge_timeout,
         keys=args.keys,
         ops_per_key=args.ops_per_key,
         member_args=extra,

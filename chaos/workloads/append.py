@@ -20,6 +20,7 @@ every key is read through every member. Checked twice: strict serializability ac
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import grpc
@@ -27,11 +28,10 @@ import grpc
 from chaos.checker import linearizable, listappend
 from chaos.checker.models import ListAppendModel
 from chaos.history import Operation
-from chaos.workloads.base import Channels, Client, NotApplied, Options, Workload, failed, ok
+from chaos.workloads.base import Channels, Client, NotApplied, Options, Workload, failed, final_reads, ok
 from proto.etcdserverpb import rpc_pb2 as pb
 
 PREFIX = "a/"
-FINAL_PROCESS = 1_000_000
 READ_BATCH = 8  # keys per read transaction in the final reads
 
 
@@ -83,7 +83,7 @@ class Append(Workload):
     async def operate(self, client: Client) -> None:
         await self.transact(client, self._plan())
 
-    async def transact(self, client: Client, mops: list[list[Any]]) -> None:
+    async def transact(self, client: Client, mops: list[list[Any]]) -> str:
         keys = [m[1] for m in mops]
         read_only = all(m[0] == "r" for m in mops)
 
@@ -111,14 +111,17 @@ class Append(Workload):
             resp = await client.kv.Txn(pb.TxnRequest(compare=guard, success=puts), timeout=client.timeout)
             return ok({"txn": out}) if resp.succeeded else failed({"txn": out, "guard": "failed"})
 
-        await client.run("txn", {"txn": mops}, body, read_only=read_only)
+        outcome, _ = await client.run("txn", {"txn": mops}, body, read_only=read_only)
+        return outcome
 
     async def final(self, channels: Channels) -> None:
         keys = sorted(self.appends)
-        for m in range(len(channels.endpoints)):
-            client = Client(FINAL_PROCESS + m, 1_000, channels, self.recorder, self.options.op_timeout, member=m)
-            for i in range(0, len(keys), READ_BATCH):
-                await self.transact(client, [["r", k, None] for k in keys[i : i + READ_BATCH]])
+        batches = [[["r", k, None] for k in keys[i : i + READ_BATCH]] for i in range(0, len(keys), READ_BATCH)]
+        reads = [functools.partial(self._read_batch, batch) for batch in batches]
+        await final_reads(channels, self.recorder, self.options.op_timeout, reads)
+
+    async def _read_batch(self, mops: list[list[Any]], client: Client) -> str:
+        return await self.transact(client, mops)
 
     def check(self, ops: list[Operation], budget_s: float) -> dict[str, Any]:
         serial = listappend.check(ops)

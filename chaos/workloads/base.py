@@ -33,6 +33,7 @@ CHANNEL_OPTIONS = [
 ]
 
 ERROR_BACKOFF_S = 0.1
+FINAL_PROCESS = 1_000_000  # processes of the final reads: FINAL_PROCESS + member index
 # Errors raised before a request left the client: it cannot have been applied.
 _NOT_SENT = ("failed to connect", "connection refused", "connect failed", "name resolution")
 
@@ -206,3 +207,23 @@ def ok(value: Any) -> tuple[str, Any]:
 
 def failed(value: Any) -> tuple[str, Any]:
     return FAIL, value
+
+
+async def final_reads(
+    channels: Channels, recorder: Recorder, timeout: float, reads: list[Callable[[Client], Awaitable[str]]]
+) -> None:
+    """Runs the reads through every member at once, one process per member.
+
+    A member that fails two reads in a row is given up on (it did not recover; the checker
+    has the failures), so a dead member cannot hold the run up for a timeout per read.
+    """
+
+    async def through(m: int) -> None:
+        client = Client(FINAL_PROCESS + m, 1_000, channels, recorder, timeout, member=m)
+        misses = 0
+        for read in reads:
+            misses = 0 if await read(client) == OK else misses + 1
+            if misses >= 2:
+                return
+
+    await asyncio.gather(*(through(m) for m in range(len(channels.endpoints))))

@@ -34,11 +34,10 @@ import grpc
 
 from chaos.checker import lock as lock_checker
 from chaos.history import Operation
-from chaos.workloads.base import Channels, Client, NotApplied, Options, Workload, failed, ok
+from chaos.workloads.base import FINAL_PROCESS, Channels, Client, NotApplied, Options, Workload, failed, ok
 from proto.etcdserverpb import rpc_pb2 as pb
 
 PREFIX = "l/"
-FINAL_PROCESS = 1_000_000
 TOKEN_WIDTH = 20
 
 

@@ -18,16 +18,16 @@ Checked for linearizability with ``chaos.checker.models.RegisterModel``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from chaos.checker import linearizable
 from chaos.checker.models import RegisterModel
 from chaos.history import Operation
-from chaos.workloads.base import Channels, Client, Options, Workload, ok
+from chaos.workloads.base import Channels, Client, Options, Workload, final_reads, ok
 from proto.etcdserverpb import rpc_pb2 as pb
 
 PREFIX = "r/"
-FINAL_PROCESS = 1_000_000
 
 
 def _decode(kvs: Any) -> str | None:
@@ -75,14 +75,15 @@ class Register(Workload):
         else:
             await self.cas(client, key)
 
-    async def read(self, client: Client, key: str) -> None:
+    async def read(self, client: Client, key: str) -> str:
         async def body() -> tuple[str, Any]:
             resp = await client.kv.Range(pb.RangeRequest(key=key.encode()), timeout=client.timeout)
             value = _decode(resp.kvs)
             self.last_seen[key] = value
             return ok({"key": key, "value": value})
 
-        await client.run("read", {"key": key}, body, read_only=True)
+        outcome, _ = await client.run("read", {"key": key}, body, read_only=True)
+        return outcome
 
     async def write(self, client: Client, key: str) -> None:
         value = self._value()
@@ -122,11 +123,11 @@ class Register(Workload):
 
     async def final(self, channels: Channels) -> None:
         """Every key ever used, read through every member, one process per member."""
-        keys = sorted(self.used)
-        for m in range(len(channels.endpoints)):
-            client = Client(FINAL_PROCESS + m, 1_000, channels, self.recorder, self.options.op_timeout, member=m)
-            for key in keys:
-                await self.read(client, key)
+        reads = [functools.partial(self._read_key, key) for key in sorted(self.used)]
+        await final_reads(channels, self.recorder, self.options.op_timeout, reads)
+
+    async def _read_key(self, key: str, client: Client) -> str:
+        return await self.read(client, key)
 
     def check(self, ops: list[Operation], budget_s: float) -> dict[str, Any]:
         result = linearizable.check(RegisterModel(), ops, budget_s=budget_s)

@@ -27,12 +27,11 @@ import grpc
 
 from chaos.checker import watch as watch_checker
 from chaos.history import Operation
-from chaos.workloads.base import Channels, Client, Options, Workload, ok
+from chaos.workloads.base import FINAL_PROCESS, Channels, Client, Options, Workload, ok
 from proto.etcdserverpb import rpc_pb2 as pb
 
 PREFIX = "w/"
 COMPACTOR_PROCESS = 2_000_000
-FINAL_PROCESS = 1_000_000
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -277,33 +276,37 @@ class Watch(Workload):
     # ---- after the faults ----
 
     async def final(self, channels: Channels) -> None:
+        """Through every member at once: watch the prefix from the start (or the compaction point) to the
+        head, then read the keys. A member that does not answer is left out (the checker sees it)."""
         prefix = self.prefix.encode()
-        head = 0
-        for m in range(len(channels.endpoints)):
-            request = pb.RangeRequest(key=prefix, range_end=prefix_end(prefix))
-            resp = await channels.kv[m].Range(request, timeout=10, wait_for_ready=True)
-            head = max(head, resp.header.revision)
-        for m in range(len(channels.endpoints)):
-            process = f"final-watcher-m{m + 1}"
-            start = max(self.first_rev, self.compacted)
-            complete = await self.session(
-                process, 1, channels, m, prefix, prefix_end(prefix), True, start, 30.0, None, until=head
-            )
-            if complete and complete < start:  # compacted meanwhile: from the compaction point
-                await self.session(
-                    process, 2, channels, m, prefix, prefix_end(prefix), True, complete + 1, 30.0, None, until=head
-                )
-            client = Client(FINAL_PROCESS + m, 1_000, channels, self.recorder, self.options.op_timeout, member=m)
+        heads = await asyncio.gather(
+            *(self._head(channels, m, prefix) for m in range(len(channels.endpoints))), return_exceptions=True
+        )
+        head = max((h for h in heads if isinstance(h, int)), default=self.head)
+        await asyncio.gather(*(self._final_member(channels, m, prefix, head) for m in range(len(channels.endpoints))))
 
-            async def body(c: Client = client) -> tuple[str, Any]:
-                resp = await c.kv.Range(pb.RangeRequest(key=prefix, range_end=prefix_end(prefix)), timeout=c.timeout)
-                kvs = [
-                    [kv.key.decode(), kv.value.decode(), kv.mod_revision, kv.create_revision, kv.version]
-                    for kv in resp.kvs
-                ]
-                return ok({"kvs": kvs, "revision": resp.header.revision})
+    async def _head(self, channels: Channels, m: int, prefix: bytes) -> int:
+        request = pb.RangeRequest(key=prefix, range_end=prefix_end(prefix), count_only=True)
+        resp = await channels.kv[m].Range(request, timeout=10, wait_for_ready=True)
+        return resp.header.revision
 
-            await client.run("final-read", {"prefix": self.prefix}, body, read_only=True)
+    async def _final_member(self, channels: Channels, m: int, prefix: bytes, head: int) -> None:
+        process = f"final-watcher-m{m + 1}"
+        end = prefix_end(prefix)
+        start = max(self.first_rev, self.compacted)
+        complete = await self.session(process, 1, channels, m, prefix, end, True, start, 30.0, None, until=head)
+        if complete and complete < start:  # compacted meanwhile: from the compaction point
+            await self.session(process, 2, channels, m, prefix, end, True, complete + 1, 30.0, None, until=head)
+        client = Client(FINAL_PROCESS + m, 1_000, channels, self.recorder, self.options.op_timeout, member=m)
+
+        async def body() -> tuple[str, Any]:
+            resp = await client.kv.Range(pb.RangeRequest(key=prefix, range_end=end), timeout=client.timeout)
+            kvs = [
+                [kv.key.decode(), kv.value.decode(), kv.mod_revision, kv.create_revision, kv.version] for kv in resp.kvs
+            ]
+            return ok({"kvs": kvs, "revision": resp.header.revision})
+
+        await client.run("final-read", {"prefix": self.prefix}, body, read_only=True)
 
     def check(self, ops: list[Operation], budget_s: float) -> dict[str, Any]:
         return watch_checker.check(ops)

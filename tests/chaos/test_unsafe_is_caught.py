@@ -42,6 +42,7 @@ def chaos_run(tmp_path: Path, unsafe: str | None) -> tuple[int, dict, Path]:
         interval=2.5,
         fault_duration=1.5,
         seed=11,
+        converge_timeout=20,
         out=out,
         progress=False,
         member_env={"RAFTKV_UNSAFE": unsafe} if unsafe else {},
