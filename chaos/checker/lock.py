@@ -167,38 +167,52 @@ def _demo(
     fenced: dict[int, tuple[int, Operation]],
     lost: list[int],
 ) -> dict[str, Any] | None:
-    """A lost unfenced update and the stalled holder that wrote over it, with the ops of both holds."""
-    for entry in lost:
-        _, victim = unfenced[entry]
-        for e, (i, op) in unfenced.items():
-            if e == entry or op.type != OK or not op.value.get("stalled") or op.ret is None or victim.ret is None:
-                continue
-            if entry in op.value["read"] or not (op.call < victim.ret < op.ret):
-                continue
-            if victim.value["token"] <= op.value["token"]:
-                continue  # we want a successor's entry erased by the stalled holder
-            tokens = {op.value["token"], victim.value["token"]}
-            window = [
-                j
-                for j, o in enumerate(ops)
-                if o.f in ("acquire", "unfenced", "fenced", "release")
-                and (o.value or {}).get("token", (o.invoke_value or {}).get("token")) in tokens
-            ]
-            refused = fenced.get(e)
-            note = ""
-            if refused is not None and refused[1].type == FAIL:
-                fence = refused[1].value["fence"].lstrip("0")
-                note = f" Its fenced update was refused: the fence already held token {fence}."
-            return {
-                "window": window,
-                "highlight": [i, unfenced[entry][0]],
-                "explanation": f"Without fencing, an acknowledged update was lost. The holder with token "
-                f"{op.value['token']} read the unfenced list, then stalled for longer than its lease; the lease "
-                f"expired, the lock passed on, and the holder with token {victim.value['token']} appended entry "
-                f"{entry}. Waking, the first holder still believed it held the lock and wrote back the list it had "
-                f"read plus its own entry, erasing entry {entry}." + note,
-            }
+    """A lost unfenced update and the write that erased it, with the operations of both holds.
+
+    Preferably a successor's entry erased by a holder that stalled past its lease; failing that,
+    any write that read a list without the entry and landed after it.
+    """
+    for strict in (True, False):
+        for entry in lost:
+            _, victim = unfenced[entry]
+            for e, (i, op) in unfenced.items():
+                if e == entry or op.type != OK or op.ret is None or victim.ret is None:
+                    continue
+                if entry in op.value["read"] or not (op.call < victim.ret < op.ret):
+                    continue
+                if strict and (not op.value.get("stalled") or victim.value["token"] <= op.value["token"]):
+                    continue
+                return _demo_of(ops, fenced, entry, unfenced[entry][0], i, e)
     return None
+
+
+def _demo_of(
+    ops: list[Operation], fenced: dict[int, tuple[int, Operation]], entry: int, victim_i: int, culprit_i: int, e: int
+) -> dict[str, Any]:
+    victim, op = ops[victim_i], ops[culprit_i]
+    tokens = {op.value["token"], victim.value["token"]}
+    window = [
+        j
+        for j, o in enumerate(ops)
+        if o.f in ("acquire", "unfenced", "fenced", "release")
+        and (o.value or {}).get("token", (o.invoke_value or {}).get("token")) in tokens
+    ]
+    refused = fenced.get(e)
+    note = ""
+    if refused is not None and refused[1].type == FAIL and "fence" in (refused[1].value or {}):
+        note = f" Its fenced update was refused: the fence already held token {refused[1].value['fence'].lstrip('0')}."
+    how = (
+        "read the unfenced list, then stalled for longer than its lease; the lease expired, the lock passed on, and"
+        if op.value.get("stalled")
+        else "read the unfenced list while it believed it held the lock; meanwhile"
+    )
+    return {
+        "window": window,
+        "highlight": [culprit_i, victim_i],
+        "explanation": f"Without fencing, an acknowledged update was lost. The holder with token {op.value['token']} "
+        f"{how} the holder with token {victim.value['token']} appended entry {entry}. The first holder then wrote "
+        f"back the list it had read plus its own entry, erasing entry {entry}." + note,
+    }
 
 
 def _counts(violations: list[dict[str, Any]]) -> dict[str, int]:

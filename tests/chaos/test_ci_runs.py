@@ -44,20 +44,20 @@ def test_register_under_partitions_kills_and_pauses(tmp_path: Path) -> None:
 
 
 def test_append_under_kills_and_partitions(tmp_path: Path) -> None:
-    code, v, _ = chaos(tmp_path, workload="append", nemesis="kill,partition:bridge", time_s=8)
+    code, v, _ = chaos(tmp_path, workload="append", nemesis="kill,partition:bridge", time_s=7)
     assert code == 0, json.dumps(v, indent=1)[:3000]
     assert v["checker"]["serializability"]["txns"] > 200
 
 
 def test_watch_under_pauses_and_kills(tmp_path: Path) -> None:
-    code, v, _ = chaos(tmp_path, workload="watch", nemesis="pause,kill", time_s=8)
+    code, v, _ = chaos(tmp_path, workload="watch", nemesis="pause,kill", time_s=7)
     assert code == 0, json.dumps(v, indent=1)[:3000]
     assert v["checker"]["events_received"] > 500 and v["checker"]["sessions"] > 6
 
 
 def test_lock_is_safe_with_fencing_and_not_without(tmp_path: Path) -> None:
     code, v, out = chaos(
-        tmp_path, workload="lock", nemesis="pause:one", time_s=12, concurrency=4, workload_options={"stall_chance": 0.3}
+        tmp_path, workload="lock", nemesis="pause:one", time_s=9, concurrency=4, workload_options={"stall_chance": 0.3}
     )
     assert code == 0, json.dumps(v, indent=1)[:3000]
     assert v["checker"]["fenced"]["appends_ok"] > 5
@@ -66,6 +66,6 @@ def test_lock_is_safe_with_fencing_and_not_without(tmp_path: Path) -> None:
 
 
 def test_etcd_register_under_partitions(tmp_path: Path) -> None:
-    code, v, _ = chaos(tmp_path, workload="register", nemesis="partition", time_s=8, etcd=True)
+    code, v, _ = chaos(tmp_path, workload="register", nemesis="partition", time_s=6, etcd=True)
     assert v["target"] == "etcd"
     assert code == 0, json.dumps(v, indent=1)[:3000]
