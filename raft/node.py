@@ -41,7 +41,7 @@ from kvstore.errors import (
     TimeoutLeaderTransfer,
     TooManyRequests,
 )
-from raft import failpoints
+from raft import failpoints, unsafe
 from raft.api import StateMachine
 from raft.core import (
     NONE,
@@ -435,6 +435,11 @@ class RaftNode:
                 transport.send(early)
                 messages = [m for m in messages if m.type != MessageType.APP]
         if rd.entries or rd.hard_state is not None:
+            if unsafe.ACK_BEFORE_FSYNC and rd.entries and rn.role != StateRole.LEADER:
+                # deliberately broken for chaos tests (raft/unsafe.py): acknowledge appends, persist them later
+                transport.send(messages)
+                messages = []
+                await asyncio.sleep(unsafe.PERSIST_DELAY_S)
             hs = rd.hard_state
             hs_tuple = (hs.term, hs.vote, hs.commit) if hs is not None else None
             if rd.must_sync:

@@ -1,4 +1,6 @@
-"""Deliberately unsafe server behaviour, to prove the checkers can fail. Never set in production.
+"""Deliberately unsafe server behaviour, to prove the chaos checkers can fail. Never set in production.
+
+A sibling of ``raft.failpoints``: armed only by an environment variable, a no-op otherwise.
 
 ``RAFTKV_UNSAFE`` holds a comma-separated list of modes, read once at import by the server:
 
