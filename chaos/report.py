@@ -38,7 +38,7 @@ def latency_plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(12, 6.5), sharex=True, height_ratios=[3, 1])
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(13, 6.5), sharex=True, height_ratios=[3, 1])
     fs = sorted({op.f for op in ops})
     for i, f in enumerate(fs):
         color = _F_COLORS[i % len(_F_COLORS)]
@@ -80,9 +80,9 @@ def latency_plot(
         bottom = [b + v for b, v in zip(bottom, buckets[t], strict=True)]
     ax2.set_ylabel("ops/s")
     ax2.set_xlabel("time since start (s)")
-    ax2.legend(loc="upper right", fontsize=7, ncol=3)
+    ax2.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7)
     if ops:
-        ax.legend(loc="upper left", fontsize=7, ncol=4, markerscale=2)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7, markerscale=2)
     ax.set_xlim(0, end + 1)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
