@@ -1,6 +1,6 @@
 """The checker can fail: a deliberately unsafe raftkv is caught, and the same run on the safe build passes.
 
-``RAFTKV_UNSAFE`` (read by chaos/unsafe.py) makes the server misbehave on purpose:
+``RAFTKV_UNSAFE`` (read by raft/unsafe.py) makes the server misbehave on purpose:
 
 - ``stale-reads``: linearizable reads are served from the member's local state, without ReadIndex;
 - ``ack-before-fsync``: followers acknowledge appended entries before they are on disk.
