@@ -497,9 +497,7 @@ class Raft:
         elif m.term > self.term:
             if t in (_VOTE, _PRE_VOTE):
                 force = m.context == CAMPAIGN_TRANSFER
-                in_lease = (
-                    self.check_quorum and self.lead != NONE and self.election_elapsed < self.election_timeout
-                )
+                in_lease = self.check_quorum and self.lead != NONE and self.election_elapsed < self.election_timeout
                 if not force and in_lease:
                     # Thesis §4.2.3: with a live leader, ignore disruptive vote requests
                     # (do not even update the term).
@@ -654,8 +652,7 @@ class Raft:
                 # refused loudly; inside a forwarded batch it becomes an empty entry.
                 if m.frm in (NONE, self.id) and len(ents) == 1:
                     raise ProposalDroppedError(
-                        f"conf change pending at index {self.pending_conf_index} "
-                        f"(applied {self.raft_log.applied})"
+                        f"conf change pending at index {self.pending_conf_index} (applied {self.raft_log.applied})"
                     )
                 ents = list(ents)
                 ents[i] = Entry(0, 0)
@@ -808,9 +805,7 @@ class Raft:
         # logs may match so the leader can skip a whole conflicting term at once.
         hint_index = min(m.index, log.last_index())
         hint_index, hint_term = log.find_conflict_by_term(hint_index, m.log_term)
-        self.send(Message(
-            _APP_RESP, to=m.frm, index=m.index, reject=True, reject_hint=hint_index, log_term=hint_term
-        ))
+        self.send(Message(_APP_RESP, to=m.frm, index=m.index, reject=True, reject_hint=hint_index, log_term=hint_term))
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.raft_log.commit_to(m.commit)

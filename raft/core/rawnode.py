@@ -291,12 +291,25 @@ class RawNode:
         if r.role == StateRole.LEADER:
             progress = {
                 pid: PeerProgress(
-                    pr.match, pr.next, pr.state.name, pr.is_learner, pr.recent_active, pr.is_paused(),
+                    pr.match,
+                    pr.next,
+                    pr.state.name,
+                    pr.is_learner,
+                    pr.recent_active,
+                    pr.is_paused(),
                     pr.inflights.count(),
                 )
                 for pid, pr in sorted(r.prs.progress.items())
             }
         return Status(
-            r.id, r.term, r.vote, r.raft_log.committed, r.lead, r.role, r.raft_log.applied,
-            r.lead_transferee, r.prs.conf_state(), progress,
+            r.id,
+            r.term,
+            r.vote,
+            r.raft_log.committed,
+            r.lead,
+            r.role,
+            r.raft_log.applied,
+            r.lead_transferee,
+            r.prs.conf_state(),
+            progress,
         )

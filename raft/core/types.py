@@ -41,14 +41,18 @@ class MessageType(IntEnum):
 
 
 LOCAL_MESSAGES = frozenset(
-    {MessageType.HUP, MessageType.BEAT, MessageType.UNREACHABLE, MessageType.SNAP_STATUS,
-     MessageType.CHECK_QUORUM}
+    {MessageType.HUP, MessageType.BEAT, MessageType.UNREACHABLE, MessageType.SNAP_STATUS, MessageType.CHECK_QUORUM}
 )
 """Message types that only the node itself may generate; `RawNode.step` drops them."""
 
 RESPONSE_MESSAGES = frozenset(
-    {MessageType.APP_RESP, MessageType.VOTE_RESP, MessageType.HEARTBEAT_RESP,
-     MessageType.UNREACHABLE, MessageType.PRE_VOTE_RESP}
+    {
+        MessageType.APP_RESP,
+        MessageType.VOTE_RESP,
+        MessageType.HEARTBEAT_RESP,
+        MessageType.UNREACHABLE,
+        MessageType.PRE_VOTE_RESP,
+    }
 )
 
 
@@ -198,9 +202,16 @@ class Message:
     def to_wire(self) -> list:
         """Nested lists of ints, bytes and bools only; inverse of `from_wire`."""
         return [
-            int(self.type), self.to, self.frm, self.term, self.log_term, self.index,
+            int(self.type),
+            self.to,
+            self.frm,
+            self.term,
+            self.log_term,
+            self.index,
             [[e.term, e.index, int(e.type), e.data] for e in self.entries],
-            self.commit, self.reject, self.reject_hint,
+            self.commit,
+            self.reject,
+            self.reject_hint,
             self.snapshot.to_wire() if self.snapshot is not None else [],
             self.context,
         ]
@@ -209,9 +220,16 @@ class Message:
     def from_wire(w: list) -> Message:
         snap = w[10]
         return Message(
-            MessageType(w[0]), w[1], w[2], w[3], w[4], w[5],
+            MessageType(w[0]),
+            w[1],
+            w[2],
+            w[3],
+            w[4],
+            w[5],
             [Entry(e[0], e[1], EntryType(e[2]), e[3]) for e in w[6]] if w[6] else (),
-            w[7], bool(w[8]), w[9],
+            w[7],
+            bool(w[8]),
+            w[9],
             Snapshot.from_wire(snap) if snap else None,
             w[11],
         )

@@ -37,8 +37,13 @@ def storage_with_peers(voters: Iterable[int], learners: Iterable[int] = ()) -> M
 
 
 def new_raft(
-    node_id: int, peers: Iterable[int], election: int = 10, heartbeat: int = 1,
-    storage: MemoryStorage | None = None, learners: Iterable[int] = (), **cfg: object,
+    node_id: int,
+    peers: Iterable[int],
+    election: int = 10,
+    heartbeat: int = 1,
+    storage: MemoryStorage | None = None,
+    learners: Iterable[int] = (),
+    **cfg: object,
 ) -> Raft:
     """A bare Raft (no RawNode) for paper-style unit tests that inspect messages directly."""
     if storage is None:
@@ -94,8 +99,14 @@ class Network:
     """A set of nodes and the links between them."""
 
     def __init__(
-        self, ids: Iterable[int], *, learners: Iterable[int] = (), seed: int = 0, bootstrap: bool = False,
-        configure: Callable[[Config], None] | None = None, **cfg: object,
+        self,
+        ids: Iterable[int],
+        *,
+        learners: Iterable[int] = (),
+        seed: int = 0,
+        bootstrap: bool = False,
+        configure: Callable[[Config], None] | None = None,
+        **cfg: object,
     ) -> None:
         self.ids = list(ids)
         self.learners = list(learners)

@@ -236,18 +236,21 @@ class Sim:
         self.events[ev] = self.events.get(ev, 0) + 1
 
     def fail(self, what: str, cls: type[AssertionError] = SafetyViolation) -> None:
-        raise cls(
-            f"seed {self.seed}: {what} (at step {self.now})\n"
-            f"replay with: {self.opts.replay_command(self.seed)}"
-        )
+        raise cls(f"seed {self.seed}: {what} (at step {self.now})\nreplay with: {self.opts.replay_command(self.seed)}")
 
     # -- node lifecycle -----------------------------------------------------------------------
 
     def _config(self, n: SimNode, applied: int) -> Config:
         o = self.opts
         return Config(
-            n.id, election_tick=o.election_tick, heartbeat_tick=o.heartbeat_tick, applied=applied,
-            max_size_per_msg=256, max_inflight_msgs=8, check_quorum=True, pre_vote=True,
+            n.id,
+            election_tick=o.election_tick,
+            heartbeat_tick=o.heartbeat_tick,
+            applied=applied,
+            max_size_per_msg=256,
+            max_inflight_msgs=8,
+            check_quorum=True,
+            pre_vote=True,
             rng=random.Random(self.seed * 1_000_003 + n.id * 1009 + n.incarnation),
         )
 
@@ -329,8 +332,10 @@ class Sim:
                 continue
             self.trace.update(msgpack.packb(wire))
             if self.opts.verbose:
-                print(f"[{self.now:6d}]   {frm}->{to} {MessageType(wire[0]).name} t={wire[3]} "
-                      f"i={wire[5]} lt={wire[4]} c={wire[7]} n={len(wire[6])} rej={wire[8]}")
+                print(
+                    f"[{self.now:6d}]   {frm}->{to} {MessageType(wire[0]).name} t={wire[3]} "
+                    f"i={wire[5]} lt={wire[4]} c={wire[7]} n={len(wire[6])} rej={wire[8]}"
+                )
             dst.raw.step(Message.from_wire(wire))
             if wire[0] == MessageType.SNAP:
                 self._report_snapshot(frm, to, True)
@@ -685,8 +690,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.seed is not None:
         digest, sim = run_seed(a.seed, opts())
-        print(f"seed {a.seed}: ok, trace {digest}, events {sim.events}, "
-              f"applied {sim.max_applied}, reads {sim.reads_done}")
+        print(
+            f"seed {a.seed}: ok, trace {digest}, events {sim.events}, applied {sim.max_applied}, reads {sim.reads_done}"
+        )
         return 0
     n = a.seeds or 100
     t0 = time.monotonic()

@@ -469,9 +469,9 @@ def test_follower_ignores_stale_snapshot():
     net.propose(1, b"x")
     r = net.nodes[2].raft
 
-
-    r.step(Message(MT.SNAP, frm=1, to=2, term=r.term,
-                   snapshot=Snapshot(SnapshotMetadata(1, 1, ConfState((1, 2, 3))), b"")))
+    r.step(
+        Message(MT.SNAP, frm=1, to=2, term=r.term, snapshot=Snapshot(SnapshotMetadata(1, 1, ConfState((1, 2, 3))), b""))
+    )
     (resp,) = [m for m in read_msgs(r) if m.type == MT.APP_RESP]
     assert resp.index == r.raft_log.committed and not resp.reject
 

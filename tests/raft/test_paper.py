@@ -241,8 +241,7 @@ def test_follower_commit_entry():
     """§5.3: Once a follower learns that a log entry is committed, it applies the entry."""
     r = new_raft(1, [1, 2, 3])
     r.become_follower(1, 2)
-    r.step(Message(MT.APP, frm=2, to=1, term=1, entries=[Entry(1, 1, data=b"a"), Entry(1, 2, data=b"b")],
-                   commit=1))
+    r.step(Message(MT.APP, frm=2, to=1, term=1, entries=[Entry(1, 1, data=b"a"), Entry(1, 2, data=b"b")], commit=1))
     assert r.raft_log.committed == 1
     assert [e.data for e in r.raft_log.next_ents()] == [b"a"]
 
@@ -282,8 +281,7 @@ def test_follower_append_entries(index, term, ents, want):
     s.append([Entry(1, 1), Entry(2, 2)])
     r = new_raft(1, [1, 2, 3], storage=s)
     r.become_follower(2, 2)
-    r.step(Message(MT.APP, frm=2, to=1, term=2, log_term=term, index=index,
-                   entries=[Entry(t, i) for i, t in ents]))
+    r.step(Message(MT.APP, frm=2, to=1, term=2, log_term=term, index=index, entries=[Entry(t, i) for i, t in ents]))
     assert [(e.index, e.term) for e in r.raft_log.all_entries()] == want
 
 
@@ -320,8 +318,17 @@ def test_leader_sync_follower_log(case):
 
 @pytest.mark.parametrize(
     ("log_term", "index", "granted"),
-    [(1, 1, False), (1, 2, False), (1, 3, False), (2, 1, False), (2, 2, True), (2, 3, True),
-     (3, 1, True), (3, 2, True), (3, 3, True)],
+    [
+        (1, 1, False),
+        (1, 2, False),
+        (1, 3, False),
+        (2, 1, False),
+        (2, 2, True),
+        (2, 3, True),
+        (3, 1, True),
+        (3, 2, True),
+        (3, 3, True),
+    ],
 )
 def test_voter_checks_up_to_date(log_term, index, granted):
     """§5.4.1: The voter denies its vote if its own log is more up-to-date than that of the

@@ -43,7 +43,10 @@ def test_importing_core_pulls_in_no_banned_module():
         f"print(sorted(new & set({sorted(BANNED)!r})))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         cwd=CORE_DIR.parent.parent,
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -114,7 +114,9 @@ class Env:
         kw = b.kwargs
         learners = [int(x) for x in kw["learners"].split(",")] if "learners" in kw else []
         self.net = Network(
-            range(1, count + 1), learners=learners, bootstrap=True,
+            range(1, count + 1),
+            learners=learners,
+            bootstrap=True,
             pre_vote=kw.get("pre-vote", "true") == "true",
             check_quorum=kw.get("check-quorum", "true") == "true",
             read_only_lease_based=kw.get("lease", "false") == "true",
@@ -255,11 +257,16 @@ class Env:
 
     def cmd_status(self, b: datadriven.Block) -> str:
         st = self.node(b.args[0]).raw.status()
-        out = [f"{st.id}: {st.role.name} term={st.term} vote={st.vote} lead={st.lead} commit={st.commit} "
-               f"applied={st.applied} voters={list(st.conf_state.voters)} learners={list(st.conf_state.learners)}"]
+        out = [
+            f"{st.id}: {st.role.name} term={st.term} vote={st.vote} lead={st.lead} commit={st.commit} "
+            f"applied={st.applied} voters={list(st.conf_state.voters)} learners={list(st.conf_state.learners)}"
+        ]
         for pid, p in (st.progress or {}).items():
-            out.append(f"  {pid}: {p.state} match={p.match} next={p.next}"
-                       + (" learner" if p.is_learner else "") + (" paused" if p.paused else ""))
+            out.append(
+                f"  {pid}: {p.state} match={p.match} next={p.next}"
+                + (" learner" if p.is_learner else "")
+                + (" paused" if p.paused else "")
+            )
         return "\n".join(out)
 
     def cmd_applied(self, b: datadriven.Block) -> str:

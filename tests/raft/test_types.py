@@ -18,9 +18,7 @@ from raft.core import (
 )
 
 u64 = st.integers(min_value=0, max_value=(1 << 64) - 1)
-entries = st.lists(
-    st.builds(Entry, u64, u64, st.sampled_from(list(EntryType)), st.binary(max_size=20)), max_size=5
-)
+entries = st.lists(st.builds(Entry, u64, u64, st.sampled_from(list(EntryType)), st.binary(max_size=20)), max_size=5)
 snapshots = st.none() | st.builds(
     Snapshot,
     st.builds(
@@ -37,8 +35,17 @@ snapshots = st.none() | st.builds(
 def messages(draw):
     ents = draw(entries)
     return Message(
-        draw(st.sampled_from(list(MessageType))), draw(u64), draw(u64), draw(u64), draw(u64), draw(u64),
-        ents if ents else (), draw(u64), draw(st.booleans()), draw(u64), draw(snapshots),
+        draw(st.sampled_from(list(MessageType))),
+        draw(u64),
+        draw(u64),
+        draw(u64),
+        draw(u64),
+        draw(u64),
+        ents if ents else (),
+        draw(u64),
+        draw(st.booleans()),
+        draw(u64),
+        draw(snapshots),
         draw(st.binary(max_size=10)),
     )
 
@@ -61,9 +68,16 @@ def test_message_wire_round_trip(m):
 def test_message_wire_round_trip_with_entries_and_snapshot():
     snap = Snapshot(SnapshotMetadata(7, 3, ConfState((1, 2, 3), (4,))), b"state")
     m = Message(
-        MessageType.APP, to=2, frm=1, term=3, log_term=2, index=5,
+        MessageType.APP,
+        to=2,
+        frm=1,
+        term=3,
+        log_term=2,
+        index=5,
         entries=[Entry(3, 6, EntryType.NORMAL, b"a"), Entry(3, 7, EntryType.CONF_CHANGE, b"b")],
-        commit=5, snapshot=snap, context=b"ctx",
+        commit=5,
+        snapshot=snap,
+        context=b"ctx",
     )
     got = Message.from_wire(msgpack.unpackb(msgpack.packb(m.to_wire())))
     assert got == m

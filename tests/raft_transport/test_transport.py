@@ -70,8 +70,14 @@ class Member:
 
 def app(frm: int, to: int, index: int, data: bytes = b"v") -> Message:
     return Message(
-        MessageType.APP, to=to, frm=frm, term=3, log_term=3, index=index - 1,
-        entries=[Entry(3, index, data=data)], commit=index - 1,
+        MessageType.APP,
+        to=to,
+        frm=frm,
+        term=3,
+        log_term=3,
+        index=index - 1,
+        entries=[Entry(3, index, data=data)],
+        commit=index - 1,
     )
 
 
@@ -352,16 +358,35 @@ async def test_stranger_rejected_while_right_cluster_delivered(
             frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + struct.pack(">I", tr.MAX_FRAME + 1) + b"\x00" * 100,
             "frame_too_large",
         ),
-        (frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + frame(tr.MSG, [heartbeat(3, 1, 1).to_wire()], frm=3),
-         "bad_message"),  # the frame is for us but the message inside is addressed to member 1
-        (frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + frame(tr.MSG, [snap_msg(3, 2).to_wire()], frm=3),
-         "bad_message"),  # MsgSnap only travels with its file
+        (
+            frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + frame(tr.MSG, [heartbeat(3, 1, 1).to_wire()], frm=3),
+            "bad_message",
+        ),  # the frame is for us but the message inside is addressed to member 1
+        (
+            frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + frame(tr.MSG, [snap_msg(3, 2).to_wire()], frm=3),
+            "bad_message",
+        ),  # MsgSnap only travels with its file
         (frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + frame(tr.MSG, [[1, 2, 3]], frm=3), "undecodable_message"),
-        (frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + frame(tr.MSG, [heartbeat(1, 2, 1).to_wire()], frm=1),
-         "from_id_mismatch"),
+        (
+            frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + frame(tr.MSG, [heartbeat(1, 2, 1).to_wire()], frm=1),
+            "from_id_mismatch",
+        ),
     ],
-    ids=["garbage", "random", "huge-length", "to-id", "unknown-from", "version", "no-hello", "short-list",
-         "huge-after-hello", "message-to", "snap-in-msg", "bad-message", "from-switch"],
+    ids=[
+        "garbage",
+        "random",
+        "huge-length",
+        "to-id",
+        "unknown-from",
+        "version",
+        "no-hello",
+        "short-list",
+        "huge-after-hello",
+        "message-to",
+        "snap-in-msg",
+        "bad-message",
+        "from-switch",
+    ],
 )
 async def test_bad_input_rejected_and_logged(
     trio_: list[Member], warnings_log: pytest.LogCaptureFixture, data: bytes, reason: str | None
