@@ -26,7 +26,6 @@ import contextlib
 import itertools
 import logging
 import random
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -62,6 +61,7 @@ from raft.core import (
     SnapshotMetadata,
     StateRole,
 )
+from raft.snapshot import SnapshotDir, remove_outgoing
 from raft.transport import Transport
 from raft.wal import WAL
 
@@ -104,7 +104,7 @@ class RaftNode:
         self.member_id = member_id
         self.cluster_id = cluster_id
         self.wal_dir = wal_dir
-        self.snap_dir = snap_dir
+        self.snapshots = SnapshotDir(snap_dir)
         self.peer_listen = peer_listen
         self.peers = dict(peers)  # member id -> peer "host:port", this member included
         self.bootstrap = bootstrap
@@ -223,14 +223,10 @@ class RaftNode:
             on_unreachable=self._unreachable,
             on_snapshot_status=self._snapshot_status,
             snapshot_source=self._snapshot_source,
-            snapshot_dir=self.snap_dir,
+            snapshot_dir=self.snapshots,
             deliver_snapshot=self._deliver_snapshot,
         )
-        self.snap_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (*self.snap_dir.glob("*.tmp"), *self.snap_dir.glob("received-*.snap")):
-            stale.unlink()
-        for stale in self.snap_dir.glob("outgoing-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        self.snapshots.prepare()
         await transport.start(self.peer_listen)
         transport.set_peers({i: a for i, a in self.peers.items() if i != self.member_id})
         self.transport = transport
@@ -296,14 +292,14 @@ class RaftNode:
     def _snapshot_status(self, peer: int, ok: bool) -> None:
         sent = self._outgoing.pop(peer, None)
         if sent is not None:
-            shutil.rmtree(sent.parent, ignore_errors=True)
+            remove_outgoing(sent)
         if not self._stopped:
             self.rn.report_snapshot(peer, ok)
             self._wake.set()
 
     async def _snapshot_source(self, msg: Message) -> Path:
         loop = asyncio.get_running_loop()
-        path = await loop.run_in_executor(self._aux_executor, self.sm.snapshot_file, self.snap_dir)
+        path = await loop.run_in_executor(self._aux_executor, self.sm.snapshot_file, self.snapshots.path)
         self._outgoing[msg.to] = path
         return path
 
@@ -521,10 +517,10 @@ class RaftNode:
 
     def _finish_snapshot_install(self, sm: StateMachine, index: int, term: int) -> int:
         """Installs a received snapshot the WAL recorded but a crash kept from being installed."""
-        for path in self.snap_dir.glob(f"received-*-{term:x}-{index:x}.snap"):
+        path = self.snapshots.find_received(term, index)
+        if path is not None:
             log.warning("finishing the install of a received snapshot", extra={"index": index, "file": str(path)})
             sm.install_snapshot(path)
-            return sm.applied_index
         return sm.applied_index
 
     async def _maybe_compact(self) -> None:

@@ -33,9 +33,9 @@ connection is being dialled are kept and sent once it is up.
 
 Snapshots: every MsgSnap given to `send` gets exactly one `on_snapshot_status` (none after
 `stop()`); a second one for a peer that already has one in flight fails at once. The file
-from `snapshot_source` stays the caller's (never deleted here). The receiver writes
-``received-<from>-<index>-*.tmp`` in `snapshot_dir`, then fsyncs and renames it to
-``received-<from>-<term>-<index>.snap`` (hex), which `deliver_snapshot` hands over.
+from `snapshot_source` stays the caller's (never deleted here). The receiver writes it
+into `snapshot_dir` (a ``raft.snapshot.SnapshotDir``, which names the files) and hands the
+complete, fsynced file to `deliver_snapshot`.
 """
 
 from __future__ import annotations
@@ -43,13 +43,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import socket
 import struct
-import tempfile
 import time
-import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,7 +55,9 @@ from typing import Any, BinaryIO
 
 import msgpack
 
+from raft import snapshot as snapfiles
 from raft.core.types import Message, MessageType
+from raft.snapshot import SnapshotDir
 
 log = logging.getLogger("raftkv.transport")
 
@@ -75,7 +74,6 @@ MAX_FRAME = 64 << 20
 """Largest frame accepted (and produced) once a connection said HELLO."""
 HELLO_MAX_FRAME = 4096
 """Largest first frame: a stranger cannot make us buffer more than this."""
-SNAP_CHUNK_SIZE = 1 << 20
 
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
@@ -179,49 +177,6 @@ async def _drain_input(reader: asyncio.StreamReader, wake: asyncio.Event) -> Non
         wake.set()
 
 
-# ---- blocking file work; reads, writes, fsync and cleanup run on the transport's single I/O thread ----
-
-
-def _open_read(path: Path) -> tuple[BinaryIO, int]:
-    f = open(path, "rb")  # noqa: SIM115 - closed by the snapshot sender
-    return f, os.fstat(f.fileno()).st_size
-
-
-def _read_chunk(f: BinaryIO, crc: int) -> tuple[bytes, int]:
-    data = f.read(SNAP_CHUNK_SIZE)
-    return data, zlib.crc32(data, crc)
-
-
-def _open_temp(directory: Path, prefix: str) -> tuple[BinaryIO, Path]:
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
-    return os.fdopen(fd, "wb"), Path(name)
-
-
-def _write_chunk(f: BinaryIO, data: bytes, crc: int) -> int:
-    f.write(data)
-    return zlib.crc32(data, crc)
-
-
-def _commit_file(f: BinaryIO, tmp: Path, final: Path) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-    f.close()
-    os.replace(tmp, final)
-    dfd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def _discard_file(f: BinaryIO, tmp: Path | None) -> None:
-    with contextlib.suppress(OSError):
-        f.close()
-    if tmp is not None:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
 class Transport:
     """Sends Raft messages to peers and delivers theirs; see the module docstring for the rules."""
 
@@ -233,7 +188,7 @@ class Transport:
         on_unreachable: Callable[[int], None],
         on_snapshot_status: Callable[[int, bool], None],
         snapshot_source: Callable[[Message], Awaitable[Path]],
-        snapshot_dir: Path,
+        snapshot_dir: SnapshotDir,
         deliver_snapshot: Callable[[Message, Path], None],
         max_queue: int = 4096,
     ) -> None:
@@ -244,7 +199,7 @@ class Transport:
         self._on_unreachable = on_unreachable
         self._on_snapshot_status = on_snapshot_status
         self._snapshot_source = snapshot_source
-        self._snapshot_dir = Path(snapshot_dir)
+        self._snapshot_dir = snapshot_dir
         self._deliver_snapshot = deliver_snapshot
         self._max_queue = max_queue
         self._peers: dict[int, _Peer] = {}
@@ -530,7 +485,7 @@ class Transport:
         started = time.monotonic()
         try:
             path = await self._snapshot_source(m)
-            f, size = _open_read(path)  # opening is quick; reads go to the I/O thread
+            f, size = snapfiles.open_read(path)  # opening is quick; reads go to the I/O thread
             host, port = p.addr
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 reader, writer = await asyncio.open_connection(
@@ -542,7 +497,7 @@ class Transport:
             )
             crc, sent = 0, 0
             while True:
-                chunk, crc = await loop.run_in_executor(io, _read_chunk, f, crc)
+                chunk, crc = await loop.run_in_executor(io, snapfiles.read_chunk, f, crc)
                 if not chunk:
                     break
                 sent += len(chunk)
@@ -582,7 +537,7 @@ class Transport:
             if writer is not None:
                 await _close(writer, abort=not ok)
             if f is not None:
-                io.submit(_discard_file, f, None)
+                io.submit(snapfiles.discard, f, None)
             self._callback(self._on_snapshot_status, p.id, ok)
 
     # ---- receiving ----
@@ -717,8 +672,8 @@ class Transport:
         loop = asyncio.get_running_loop()
         io = self._io_executor()
         started = time.monotonic()
-        f, tmp = _open_temp(self._snapshot_dir, f"received-{peer:x}-{md.index:x}-")  # quick; writes: I/O thread
-        final = self._snapshot_dir / f"received-{peer:x}-{md.term:x}-{md.index:x}.snap"
+        f, tmp = self._snapshot_dir.open_incoming(peer, md.index)  # quick; writes: I/O thread
+        final = self._snapshot_dir.received_path(peer, md.term, md.index)
         done = False
         try:
             crc, received = 0, 0
@@ -731,13 +686,13 @@ class Transport:
                     received += len(body)
                     if received > total:
                         raise _Rejected("snapshot_too_long", size=total)
-                    crc = await loop.run_in_executor(io, _write_chunk, f, body, crc)
+                    crc = await loop.run_in_executor(io, snapfiles.write_chunk, f, body, crc)
                 elif kind == SNAP_END:
                     if received != total:
                         raise _Rejected("snapshot_truncated", size=total, received=received)
                     if body != crc:
                         raise _Rejected("snapshot_crc_mismatch", size=total)
-                    await loop.run_in_executor(io, _commit_file, f, tmp, final)
+                    await loop.run_in_executor(io, snapfiles.commit, f, tmp, final)
                     done = True
                     break
                 else:
@@ -754,7 +709,7 @@ class Transport:
             raise
         finally:
             if not done:
-                await asyncio.shield(asyncio.wrap_future(io.submit(_discard_file, f, tmp)))
+                await asyncio.shield(asyncio.wrap_future(io.submit(snapfiles.discard, f, tmp)))
         log.info(
             "snapshot received",
             extra={

@@ -22,8 +22,10 @@ import msgpack
 import pytest
 import uvloop
 
+from raft import snapshot as snapfiles
 from raft import transport as tr
 from raft.core.types import ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata
+from raft.snapshot import SnapshotDir
 from raft.transport import Transport
 
 CLUSTER = 0xC1
@@ -49,7 +51,7 @@ class Member:
             on_unreachable=self.unreachable.append,
             on_snapshot_status=lambda peer, ok: self.snap_status.append((peer, ok)),
             snapshot_source=self._source,
-            snapshot_dir=self.snap_dir,
+            snapshot_dir=SnapshotDir(self.snap_dir),
             deliver_snapshot=lambda m, p: self.snapshots.append((m, p)),
             **kw,
         )
@@ -409,7 +411,7 @@ async def test_bad_input_rejected_and_logged(
 
 async def test_snapshot_streams_byte_identical(trio_: list[Member], tmp_path: Path) -> None:
     a, b, _ = trio_
-    payload = os.urandom(3 * tr.SNAP_CHUNK_SIZE + 12345)
+    payload = os.urandom(3 * snapfiles.CHUNK_SIZE + 12345)
     a.source = tmp_path / "backend-copy.db"
     a.source.write_bytes(payload)
     m = snap_msg(1, 2, index=50)
@@ -452,11 +454,11 @@ async def test_snapshot_connection_dies_midway_sender_reports_failure(tmp_path: 
     a = await Member(1, tmp_path).start()
     a.t.set_peers({2: f"127.0.0.1:{server.sockets[0].getsockname()[1]}"})
     a.source = tmp_path / "big.db"
-    a.source.write_bytes(b"z" * (6 * tr.SNAP_CHUNK_SIZE))
+    a.source.write_bytes(b"z" * (6 * snapfiles.CHUNK_SIZE))
     try:
         a.t.send([snap_msg(1, 2)])
         await wait_until(lambda: a.snap_status == [(2, False)])
-        assert got == tr.SNAP_CHUNK_SIZE
+        assert got == snapfiles.CHUNK_SIZE
     finally:
         await a.t.stop()
         server.close()
@@ -552,7 +554,7 @@ async def test_stop_is_clean(tmp_path: Path, recwarn: pytest.WarningsRecorder) -
     for m in members:
         m.t.set_peers({o.id: o.addr for o in members})
     a.source = tmp_path / "big.db"
-    a.source.write_bytes(b"z" * (8 * tr.SNAP_CHUNK_SIZE))
+    a.source.write_bytes(b"z" * (8 * snapfiles.CHUNK_SIZE))
     a.t.send([heartbeat(1, 2, 1)])
     await wait_until(lambda: len(b.delivered) == 1)
     a.t.send([snap_msg(1, 2), heartbeat(1, 2, 2)])  # a snapshot in flight while stopping
