@@ -55,10 +55,17 @@ class TreeIndex:
             ki.put(modified)
 
     def restore_tombstone(self, key: bytes, rev: Revision) -> None:
+        """Loads one stored deletion of key (in revision order, like restore)."""
         ki = self._tree.get(key)
-        if ki is not None and ki.generations[-1].revs:
+        if ki is None:
+            # the key's history before it was compacted away, and a compaction at rev kept the
+            # tombstone for watchers starting at rev: the index must know it, so that the next
+            # compaction (or the resumed one) decides its fate
+            ki = KeyIndex(key)
+            ki.restore_tombstone(rev)
+            self._tree[key] = ki
+        elif ki.generations[-1].revs:
             ki.tombstone(rev)
-        # else: the key's earlier history was compacted away; a lone tombstone changes nothing
 
     def key_indexes(self, key: bytes, end: bytes | None) -> Iterator[KeyIndex]:
         """The KeyIndex of every key in the range, in key order (including deleted keys)."""

@@ -10,15 +10,20 @@ empty generation is then opened for the key's next life. For example
         {4.0, 5.0(t)}
         {1.0, 2.0, 3.0(t)}
 
-Compacting at revision R removes every revision <= R except the largest one (which is still
-needed to read at R), and removes that one too when it is a tombstone, since a deleted key
-reads as absent anyway. Generations that become empty are dropped, and a key whose only
-generation is empty is removed from the index altogether. Continuing the example:
+Compacting at revision R keeps what is needed to read at R or later, and every event of
+revision R and later, for watchers that start at R: it removes every revision below R except the
+largest one (still needed to read at R, unless R itself modified the key), and a generation
+that ended with a tombstone below R (a deleted key reads as absent anyway). A tombstone *at* R
+stays, with nothing before it, until a later compaction: a watcher starting at R must see that
+deletion (etcd dropped it, and fixed that in 3.4.34 and 3.5.15: etcd-io/etcd#18089). A key whose
+only generation is empty is removed from the index altogether. Continuing the example:
 ``compact(2)`` keeps ``{2.0, 3.0(t)}``; ``compact(4)`` keeps ``{4.0, 5.0(t)}`` only;
-``compact(5)`` leaves just ``{empty}``: the key is gone.
+``compact(5)`` keeps ``{5.0(t)}``; ``compact(6)`` leaves just ``{empty}``: the key is gone.
 """
 
 from __future__ import annotations
+
+from bisect import bisect_left
 
 from kvstore.mvcc.revision import Revision
 
@@ -119,39 +124,46 @@ class KeyIndex:
                     out.append(r)
         return out
 
+    def restore_tombstone(self, rev: Revision) -> None:
+        """Starts the index of a key whose stored history begins with its deletion at rev: a tombstone
+        a compaction at rev kept (used on load)."""
+        if not self.is_empty():
+            raise AssertionError(f"restore of non-empty key index {self.key!r}")
+        self.modified = rev
+        self.generations = [Generation(0, rev, [rev]), Generation()]
+
     def compact(self, at_rev: int, available: set[Revision]) -> None:
-        """Drops revisions not needed to read at at_rev or later; adds the kept one to available."""
-        gen_idx, rev_idx = self._do_compact(at_rev, available)
-        gens = self.generations
-        g = gens[gen_idx]
-        if g.revs:
-            if rev_idx != -1:
-                g.revs = g.revs[rev_idx:]
-            # the only revision left at or below at_rev is a tombstone: drop the generation
-            if len(g.revs) == 1 and gen_idx != len(gens) - 1:
-                available.discard(g.revs[0])
-                gen_idx += 1
-        self.generations = gens[gen_idx:]
+        """Drops what reads and watches at at_rev or later do not need; adds the kept revisions
+        at or below at_rev to available (the stored ones the compaction must not delete)."""
+        self._compact(at_rev, available, trim=True)
 
     def keep(self, at_rev: int, available: set[Revision]) -> None:
         """Like compact, but only reports what would be kept (for finishing an interrupted compaction)."""
-        if self.is_empty():
-            return
-        gen_idx, rev_idx = self._do_compact(at_rev, available)
-        gens = self.generations
-        g = gens[gen_idx]
-        if g.revs and rev_idx == len(g.revs) - 1 and gen_idx != len(gens) - 1:
-            available.discard(g.revs[rev_idx])
+        self._compact(at_rev, available, trim=False)
 
-    def _do_compact(self, at_rev: int, available: set[Revision]) -> tuple[int, int]:
+    def _compact(self, at_rev: int, available: set[Revision], trim: bool) -> None:
         gens = self.generations
-        gen_idx = 0
-        # skip generations that ended (tombstone) at or before at_rev
-        while gen_idx < len(gens) - 1 and gens[gen_idx].revs[-1][0] <= at_rev:
-            gen_idx += 1
-        revs = gens[gen_idx].revs
-        for n in range(len(revs) - 1, -1, -1):
-            if revs[n][0] <= at_rev:
-                available.add(revs[n])
-                return gen_idx, n
-        return gen_idx, -1
+        first = 0
+        # generations that ended (tombstone) below at_rev are gone; one that ended at at_rev stays
+        while first < len(gens) - 1 and gens[first].revs[-1][0] < at_rev:
+            first += 1
+        for g in gens[first:]:
+            revs = g.revs
+            if not revs or revs[0][0] > at_rev:
+                break
+            n = _kept_from(revs, at_rev)
+            if trim:
+                g.revs = revs = revs[n:]
+                n = 0
+            available.update(r for r in revs[n:] if r[0] <= at_rev)
+        if trim:
+            self.generations = gens[first:]
+
+
+def _kept_from(revs: list[Revision], at_rev: int) -> int:
+    """Where the revisions a compaction at at_rev keeps start: the first one of at_rev if the key
+    changed then (each is an event of at_rev), else the last one before (what a read at at_rev sees)."""
+    k = bisect_left(revs, (at_rev, 0))
+    if k < len(revs) and revs[k][0] == at_rev:
+        return k
+    return max(k - 1, 0)

@@ -3,7 +3,8 @@
 The model keeps the whole keyspace as it was after every revision. Requests go through the real
 path below the gRPC layer (protobuf request -> log codec -> Applier -> KVStore -> LMDB), and
 after every step reads at every retained revision must agree with the model, as must the store
-reopened from disk.
+reopened from disk, and the stored history from the compacted revision on must hold every event
+of every revision since (what a watcher starting there replays).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from kvstore.apply import Applier, CompactResult, Op, encode_request
 from kvstore.apply.kv import do_range, range_end
 from kvstore.errors import Compacted, DuplicateKey, EtcdError, FutureRev
 from kvstore.mvcc import Backend, KVStore
+from kvstore.mvcc.store import EVENT_DELETE, EVENT_PUT
 from kvstore.server.validate import check_txn
+from kvstore.watch.history import read_events
 from proto.etcdserverpb import rpc_pb2 as pb
 
 KEYS = st.sampled_from([b"a", b"ab", b"b", b"\x00", b"b\xff", b"c", b"\xff\xfe", b"d"])
@@ -42,6 +45,7 @@ def in_range(k: bytes, key: bytes, end: bytes | None) -> bool:
 class Model:
     def __init__(self) -> None:
         self.states: dict[int, Snapshot] = {1: {}}
+        self.events: dict[int, list[tuple[int, bytes, bytes]]] = {}  # revision -> sorted (type, key, value)
         self.rev = 1
         self.compacted = -1
 
@@ -66,8 +70,12 @@ class Model:
                     del state[k]
                 changed = changed or bool(doomed)
         if changed:
+            before = self.latest()
             self.rev = rev
             self.states[rev] = state
+            puts = [(EVENT_PUT, k, v[0]) for k, v in state.items() if v[2] == rev]
+            deletes = [(EVENT_DELETE, k, b"") for k in before if k not in state]
+            self.events[rev] = sorted(puts + deletes)
 
 
 class MVCCMachine(RuleBasedStateMachine):
@@ -172,6 +180,8 @@ class MVCCMachine(RuleBasedStateMachine):
             self.model.compacted = rev
             for r in [r for r in self.model.states if r < rev]:
                 del self.model.states[r]
+            for r in [r for r in self.model.events if r < rev]:
+                del self.model.events[r]
 
     @rule()
     def reopen(self) -> None:
@@ -234,6 +244,15 @@ class MVCCMachine(RuleBasedStateMachine):
             got = {kv.key: (kv.value, kv.create_revision, kv.mod_revision, kv.version) for kv in rr.kvs}
             assert got == m.states[rev], f"at revision {rev}"
             assert rr.count == len(m.states[rev])
+
+    @invariant()
+    def history_from_the_compacted_revision_is_whole(self) -> None:
+        m = self.model
+        records, _ = read_events(self.backend, max(m.compacted, 1), m.rev + 1, 1 << 30, lambda key: True)
+        got: dict[int, list[tuple[int, bytes, bytes]]] = {}
+        for rec in records:
+            got.setdefault(rec.rev, []).append((rec.kind, rec.kv.key, rec.kv.value))
+        assert {r: sorted(evs) for r, evs in got.items()} == m.events
 
     @precondition(lambda self: self.model.compacted > 0)
     @invariant()

@@ -255,6 +255,49 @@ def test_compacted_start_revision_is_canceled_with_compact_revision(node: Node) 
     assert s.create(pb.WatchCreateRequest(key=b"k", watch_id=old)) is not None
 
 
+def test_watch_from_the_compaction_revision_sees_the_deletion_there(node: Node) -> None:
+    """etcd-io/etcd#18089 (in etcd 3.4.23 still; fixed in 3.4.34 and 3.5.15): compacting at the
+    revision of a deletion dropped the tombstone, so a watch from that revision missed it."""
+    node.put(b"k", b"2")
+    node.put(b"k", b"3")
+    node.put(b"k", b"4")
+    deleted_at = node.delete(b"k")
+    node.put(b"k", b"6")
+    node.compact(deleted_at)
+    s = node.hub.new_stream()
+    wid = create(s, b"k", start=deleted_at)
+    got = node.catch_up([s])[s]
+    assert [(e[0], e[1]) for e in events(got, wid)] == [(deleted_at, DELETE), (deleted_at + 1, PUT)]
+    assert node.store.range(b"k", None, rev=deleted_at).count == 0  # reads at it: still deleted
+    node.compact(deleted_at + 1)  # the next compaction removes the tombstone
+    assert node.store.index.get(b"k", deleted_at + 1) == ((deleted_at + 1, 0), (deleted_at + 1, 0), 1)
+    s2 = node.hub.new_stream()
+    wid2 = create(s2, b"k", start=deleted_at + 1)
+    assert [(e[0], e[1]) for e in events(node.catch_up([s2])[s2], wid2)] == [(deleted_at + 1, PUT)]
+
+
+def test_a_tombstone_kept_by_compaction_survives_a_restart_and_a_resumed_compaction(tmp_path: Path) -> None:
+    node = Node(tmp_path / "db")
+    node.put(b"k", b"1")
+    node.put(b"other", b"x")
+    deleted_at = node.delete(b"k")
+    node.compact(deleted_at)  # the backend now holds k only as its tombstone
+    node.put(b"other", b"y")
+    node.compact(deleted_at + 1, physical=False)  # scheduled, interrupted before any delete
+    node.close()
+    node = Node(tmp_path / "db")  # restart: the index is rebuilt and the compaction resumed
+    try:
+        [job] = node.store.pending_compactions
+        assert job.rev == deleted_at + 1 and (deleted_at, 0) not in job.keep
+        while not node.store.compaction_step(job, batch=7):
+            pass
+        node.store.pending_compactions.remove(job)
+        assert node.store.index.get(b"k", deleted_at + 1) is None
+        assert b"k" not in node.store.index._tree  # gone from the index too
+    finally:
+        node.close()
+
+
 def test_compaction_while_catching_up_cancels_the_watcher(tmp_path: Path) -> None:
     node = Node(tmp_path / "db", batch_revs=2)
     try:
