@@ -263,6 +263,24 @@ class _Captured:
         self.cwd = os.readlink(proc / "cwd")
 
 
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process pid listens on (its sockets, looked up in its network namespace)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # state LISTEN, and one of pid's sockets
+                    ports.add(int(fields[1].rpartition(":")[2], 16))
+    return ports
+
+
 class ExternalTarget(Target):
     """Endpoints of a running cluster; with pids, members can be paused, killed and restarted."""
 
@@ -280,12 +298,20 @@ class ExternalTarget(Target):
                 raise TargetError(
                     f"{len(endpoints)} endpoints but {len(pids)} pids: give one pid per endpoint, in order"
                 )
-            for name, pid in zip(names, pids, strict=True):
+            for name, endpoint, pid in zip(names, endpoints, pids, strict=True):
                 self.pids[name] = pid
                 try:
                     self._captured[name] = _Captured(pid)
+                    ports = listening_ports(pid)
                 except OSError as exc:
                     raise TargetError(f"cannot read /proc/{pid}: {exc}") from None
+                port = int(endpoint.rpartition(":")[2])
+                if port not in ports:
+                    # killing and restarting the wrong process (a wrapper shell, say) would be a mess
+                    raise TargetError(
+                        f"pid {pid} ({' '.join(self._captured[name].argv)[:80]}) does not listen on port {port} "
+                        f"of {endpoint}: give the member processes' own pids, in endpoint order"
+                    )
             self.capabilities = frozenset({"kill", "pause"})
 
     def running(self, name: str) -> bool:

@@ -1,4 +1,4 @@
-"""Short chaos runs of every workload against real clusters, as CI can afford them (about 90 s in all).
+"""Short chaos runs of every workload against real clusters, as CI can afford them (about 110 s in all).
 
 Each run starts its own three-member cluster, injects faults, heals, checks and writes a report.
 The longer soak is a documented command (chaos/README.md), not a test.
@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chaos.runner import RunConfig, run
+from chaos.targets import ExternalTarget, TargetError
+from tests.procs import EtcdMember
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +72,33 @@ def test_etcd_register_under_partitions(tmp_path: Path) -> None:
     code, v, _ = chaos(tmp_path, workload="register", nemesis="partition", time_s=6, etcd=True)
     assert v["target"] == "etcd"
     assert code == 0, json.dumps(v, indent=1)[:3000]
+
+
+def test_etcd_started_elsewhere_given_by_endpoints_and_pids(tmp_path: Path) -> None:
+    """Endpoints mode: a cluster the tool did not start; kills and pauses go to the pids given."""
+    members = [EtcdMember(f"e{i}", tmp_path / f"e{i}.etcd") for i in range(1, 4)]
+    cluster = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in members)
+    for m in members:
+        m.extra = [f"--initial-cluster={cluster}", "--initial-cluster-token=endpoints-mode"]
+        m.start(wait=False)
+    try:
+        for m in members:
+            m.wait_ready()
+        endpoints = [m.endpoint for m in members]
+        with pytest.raises(TargetError, match="does not listen on port"):
+            ExternalTarget(endpoints, [members[1].proc.pid, members[0].proc.pid, members[2].proc.pid])  # type: ignore[union-attr]
+        code, v, _ = chaos(
+            tmp_path,
+            workload="register",
+            nemesis="kill:one,pause:one",
+            time_s=6,
+            endpoints=endpoints,
+            pids=[m.proc.pid for m in members],  # type: ignore[union-attr]
+        )
+        assert v["target"] == "external"
+        assert code == 0, json.dumps(v, indent=1)[:3000]
+    finally:
+        for m in members:
+            m.stop()
+        # members the tool restarted are its children, left running as documented
+        subprocess.run(["pkill", "-KILL", "-f", f"--data-dir={tmp_path}/"], check=False)
