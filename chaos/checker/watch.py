@@ -169,7 +169,7 @@ def check(ops: list[Operation]) -> dict[str, Any]:
     events_seen = 0
     for s in sessions.values():
         events_seen += _check_session(s, canon, violations, compacted)
-    _check_finals(finals, canon, sessions, violations)
+    final_state = _check_finals(finals, canon, sessions, violations)
     counts: dict[str, int] = {}
     for v in violations:
         counts[v.type] = counts.get(v.type, 0) + 1
@@ -180,6 +180,7 @@ def check(ops: list[Operation]) -> dict[str, Any]:
         "sessions": len(sessions),
         "events_received": events_seen,
         "revisions": len({r for r, _ in canon}),
+        "final_state": final_state,
         "violation_counts": counts,
         "violations": [v.to_json() for v in violations[:25]],
         "windows": [sorted(set(first.ops))] if first else [],
@@ -371,15 +372,34 @@ def _check_versions(
             )
 
 
+def _reached(s: _Session) -> int:
+    """The revision up to which a session provably saw everything: its events and progress notifications
+    (a response header alone proves nothing: etcd sets it to the store's revision mid-catch-up)."""
+    reached = 0
+    for _, v in s.records:
+        if v.get("canceled"):
+            break
+        if v.get("progress"):
+            reached = max(reached, v.get("header", 0))
+        for e in v.get("events") or []:
+            reached = max(reached, e[3])
+    return reached
+
+
 def _check_finals(
     finals: list[tuple[int, dict[str, Any]]],
     canon: dict[tuple[int, str], _Canon],
     sessions: dict[tuple[str, int], _Session],
     violations: list[Violation],
-) -> None:
-    """Members agree on the final state, and it is where the canonical history ends."""
+) -> dict[str, Any]:
+    """Members agree on the final state, and it is where the canonical history ends.
+
+    The history is only known as far as the final watches reached: a final read at a revision
+    beyond that (a write whose client gave up committed after the watches ended) is not judged
+    against it, and the result says so.
+    """
     if not finals:
-        return
+        return {"checked": False, "why": "no final read"}
     states = [(i, {kv[0]: tuple(kv[1:]) for kv in v["kvs"]}, v["revision"]) for i, v in finals]
     for i, state, _ in states[1:]:
         if state != states[0][1]:
@@ -389,10 +409,19 @@ def _check_finals(
             )
     i, state, revision = states[0]
     # how far back the canonical history is complete: the final watches covered [start, head]
-    starts = [s.start for s in sessions.values() if s.process.startswith("final-watcher") and s.start > 0]
+    finals_watched = [s for s in sessions.values() if s.process.startswith("final-watcher")]
+    starts = [s.start for s in finals_watched if s.start > 0]
     complete_from = max(starts) if starts else None
     if complete_from is None:
-        return
+        return {"checked": False, "why": "no final watch", "revision": revision}
+    reached = max((_reached(s) for s in finals_watched), default=0)
+    if reached < revision:
+        return {
+            "checked": False,
+            "why": "final watches ended before the final read",
+            "revision": revision,
+            "watched_to": reached,
+        }
     last: dict[str, tuple[int, _Canon]] = {}
     for (rev, key), c in canon.items():
         if rev <= revision and (key not in last or rev > last[key][0]):
@@ -421,3 +450,4 @@ def _check_finals(
             violations.append(
                 Violation("final-state", f"final {key!r} is {have}, but it was deleted at {rev}", [c.source, i])
             )
+    return {"checked": True, "revision": revision, "watched_from": complete_from, "watched_to": reached}

@@ -276,37 +276,53 @@ class Watch(Workload):
     # ---- after the faults ----
 
     async def final(self, channels: Channels) -> None:
-        """Through every member at once: watch the prefix from the start (or the compaction point) to the
-        head, then read the keys. A member that does not answer is left out (the checker sees it)."""
+        """Through every member at once: read the keys, then watch the prefix from the start (or the
+        compaction point) up to the newest revision any member read or reported, so the history the
+        watches see covers every final state (a write whose client gave up may still commit late).
+        A member that does not answer is left out (the checker sees it)."""
         prefix = self.prefix.encode()
-        heads = await asyncio.gather(
-            *(self._head(channels, m, prefix) for m in range(len(channels.endpoints))), return_exceptions=True
-        )
-        head = max((h for h in heads if isinstance(h, int)), default=self.head)
-        await asyncio.gather(*(self._final_member(channels, m, prefix, head) for m in range(len(channels.endpoints))))
+        members = range(len(channels.endpoints))
+        heads = await asyncio.gather(*(self._head(channels, m, prefix) for m in members), return_exceptions=True)
+        read = await asyncio.gather(*(self._final_read(channels, m, prefix) for m in members))
+        head = max((h for h in (*heads, *read) if isinstance(h, int)), default=self.head)
+        await asyncio.gather(*(self._final_watch(channels, m, prefix, head) for m in members))
 
     async def _head(self, channels: Channels, m: int, prefix: bytes) -> int:
         request = pb.RangeRequest(key=prefix, range_end=prefix_end(prefix), count_only=True)
         resp = await channels.kv[m].Range(request, timeout=10, wait_for_ready=True)
         return resp.header.revision
 
-    async def _final_member(self, channels: Channels, m: int, prefix: bytes, head: int) -> None:
-        process = f"final-watcher-m{m + 1}"
-        end = prefix_end(prefix)
-        start = max(self.first_rev, self.compacted)
-        complete = await self.session(process, 1, channels, m, prefix, end, True, start, 30.0, None, until=head)
-        if complete and complete < start:  # compacted meanwhile: from the compaction point
-            await self.session(process, 2, channels, m, prefix, end, True, complete + 1, 30.0, None, until=head)
+    async def _final_read(self, channels: Channels, m: int, prefix: bytes) -> int | None:
+        """Reads the member's final state; returns its revision (None if the read failed)."""
         client = Client(FINAL_PROCESS + m, 1_000, channels, self.recorder, self.options.op_timeout, member=m)
+        end = prefix_end(prefix)
+        revision: int | None = None
 
         async def body() -> tuple[str, Any]:
+            nonlocal revision
             resp = await client.kv.Range(pb.RangeRequest(key=prefix, range_end=end), timeout=client.timeout)
             kvs = [
                 [kv.key.decode(), kv.value.decode(), kv.mod_revision, kv.create_revision, kv.version] for kv in resp.kvs
             ]
-            return ok({"kvs": kvs, "revision": resp.header.revision})
+            revision = resp.header.revision
+            return ok({"kvs": kvs, "revision": revision})
 
         await client.run("final-read", {"prefix": self.prefix}, body, read_only=True)
+        return revision
+
+    async def _final_watch(self, channels: Channels, m: int, prefix: bytes, head: int) -> None:
+        process = f"final-watcher-m{m + 1}"
+        end = prefix_end(prefix)
+        start = max(self.first_rev, self.compacted)
+        for session in (1, 2, 3):
+            complete = await self.session(
+                process, session, channels, m, prefix, end, True, start, 30.0, None, until=head
+            )
+            if complete >= head or complete < start:  # there, or got nowhere
+                return
+            # canceled by a compaction (one whose answer the compactor never got, say): from the
+            # compaction point; or cut short: from where it got to
+            start = complete + 1
 
     def check(self, ops: list[Operation], budget_s: float) -> dict[str, Any]:
         return watch_checker.check(ops)

@@ -56,6 +56,7 @@ def test_watch_under_pauses_and_kills(tmp_path: Path) -> None:
     code, v, _ = chaos(tmp_path, workload="watch", nemesis="pause,kill", time_s=7)
     assert code == 0, json.dumps(v, indent=1)[:3000]
     assert v["checker"]["events_received"] > 500 and v["checker"]["sessions"] > 6
+    assert v["checker"]["final_state"]["checked"], v["checker"]["final_state"]
 
 
 def test_lock_is_safe_with_fencing_and_not_without(tmp_path: Path) -> None:

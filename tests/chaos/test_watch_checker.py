@@ -130,3 +130,27 @@ def test_final_state_must_end_the_canonical_history() -> None:
     b.final([["k1", "c", 4, 2, 2], ["k2", "d", 4, 3, 2]], 5)  # k1 was deleted at 5
     b.final([["k2", "d", 4, 3, 2]], 5, member=1)
     assert kinds(b) == {"final-state"}
+
+
+def test_final_state_is_judged_where_the_final_watches_reached() -> None:
+    b = WatchBuilder()
+    writes(b)
+    b.open("final-watcher-m1", 1, start=2)
+    b.recv("final-watcher-m1", 1, [A2, B3, C4, D4, X5])
+    b.final([["k2", "d", 4, 3, 2]], 5)
+    result = check(b.operations())
+    assert result["verdict"] == "valid", result["violations"]
+    assert result["final_state"] == {"checked": True, "revision": 5, "watched_from": 2, "watched_to": 5}
+
+
+def test_a_final_read_beyond_the_final_watches_is_not_judged() -> None:
+    # a write whose client gave up committed at 6, after the final watches ended at 5: the final
+    # read sees it, the canonical history does not, and that proves nothing either way
+    b = WatchBuilder()
+    writes(b)
+    b.open("final-watcher-m1", 1, start=2)
+    b.recv("final-watcher-m1", 1, [A2, B3, C4, D4, X5])
+    b.final([["k1", "e", 6, 6, 1], ["k2", "d", 4, 3, 2]], 6)
+    result = check(b.operations())
+    assert result["verdict"] == "valid", result["violations"]
+    assert result["final_state"]["checked"] is False and result["final_state"]["watched_to"] == 5
