@@ -6,9 +6,11 @@ The longer soak is a documented command (chaos/README.md), not a test.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-import subprocess
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -101,5 +103,13 @@ def test_etcd_started_elsewhere_given_by_endpoints_and_pids(tmp_path: Path) -> N
     finally:
         for m in members:
             m.stop()
-        # members the tool restarted are its children, left running as documented
-        subprocess.run(["pkill", "-KILL", "-f", f"--data-dir={tmp_path}/"], check=False)
+        # members the tool restarted were left running, as documented
+        kill_processes_mentioning(str(tmp_path))
+
+
+def kill_processes_mentioning(text: str) -> None:
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if text.encode() in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), signal.SIGKILL)
