@@ -16,7 +16,8 @@ The critical section updates two list resources with a read-modify-write each:
   holds the highest token seen: ``fence <= token`` or the request is rejected, and each bumps
   the fence to the token. A holder that lost the lock without knowing is refused.
 
-Sometimes a holder stalls in the middle of its critical section for twice the lease TTL,
+Sometimes (``stall_chance``; always the first holder with ``stall_first``) a holder stalls in
+the middle of its critical section for twice the lease TTL,
 its keepalives stopped too, as a process in a long garbage-collection pause would. Its lease
 expires, the lock passes to the next worker, and the stalled one, waking, still believes it
 holds the lock: its unfenced write then overwrites its successor's (a lost update), while its
@@ -116,6 +117,7 @@ class Lock(Workload):
         self.fence = (base + "fence").encode()
         self.ttl = int(options.extra.get("ttl", 3))
         self.stall_chance = float(options.extra.get("stall_chance", 0.15))
+        self.stall_first = bool(options.extra.get("stall_first", False))
         self.acquire_timeout = float(options.extra.get("acquire_timeout", 20.0))
         self.sessions: dict[int, Session] = {}
         self.next_entry = 0
@@ -236,7 +238,7 @@ class Lock(Workload):
         kv, timeout = client.kv, client.timeout
         fence_ok = pb.Compare(result=pb.Compare.LESS, target=pb.Compare.VALUE, key=self.fence, value=pad(token + 1))
         bump = pb.RequestOp(request_put=pb.PutRequest(key=self.fence, value=pad(token)))
-        stall = self.rng.random() < self.stall_chance
+        stall = self.rng.random() < self.stall_chance or (self.stall_first and entry == 1)
         state: dict[str, Any] = {}
 
         async def fenced_read() -> None:

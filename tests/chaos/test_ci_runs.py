@@ -43,7 +43,7 @@ def chaos(tmp_path: Path, **kw: Any) -> tuple[int, dict[str, Any], Path]:
 
 
 def test_register_under_partitions_kills_and_pauses(tmp_path: Path) -> None:
-    code, v, _ = chaos(tmp_path, workload="register", nemesis="partition,kill,pause", time_s=10)
+    code, v, _ = chaos(tmp_path, workload="register", nemesis="partition,kill,pause", time_s=8)
     assert code == 0, json.dumps(v, indent=1)[:3000]
     assert v["ops"]["ok"] > 200 and v["converged"]
 
@@ -63,7 +63,12 @@ def test_watch_under_pauses_and_kills(tmp_path: Path) -> None:
 
 def test_lock_is_safe_with_fencing_and_not_without(tmp_path: Path) -> None:
     code, v, out = chaos(
-        tmp_path, workload="lock", nemesis="pause:one", time_s=9, concurrency=4, workload_options={"stall_chance": 0.3}
+        tmp_path,
+        workload="lock",
+        nemesis="pause:one",
+        time_s=9,
+        concurrency=4,
+        workload_options={"stall_chance": 0.3, "stall_first": True},
     )
     assert code == 0, json.dumps(v, indent=1)[:3000]
     # how many holders get through in 9 s depends on the machine's load; two make an order to check
@@ -73,7 +78,7 @@ def test_lock_is_safe_with_fencing_and_not_without(tmp_path: Path) -> None:
 
 
 def test_etcd_register_under_partitions(tmp_path: Path) -> None:
-    code, v, _ = chaos(tmp_path, workload="register", nemesis="partition", time_s=6, etcd=True)
+    code, v, _ = chaos(tmp_path, workload="register", nemesis="partition", time_s=5, etcd=True)
     assert v["target"] == "etcd"
     assert code == 0, json.dumps(v, indent=1)[:3000]
 
@@ -95,7 +100,7 @@ def test_etcd_started_elsewhere_given_by_endpoints_and_pids(tmp_path: Path) -> N
             tmp_path,
             workload="register",
             nemesis="kill:one,pause:one",
-            time_s=6,
+            time_s=5,
             endpoints=endpoints,
             pids=[m.proc.pid for m in members],  # type: ignore[union-attr]
         )
