@@ -372,7 +372,8 @@ def run_with_topology(
 # ---- reporting ----
 
 
-def _fmt(x: float, spec: str) -> str:
+def fmt(x: float, spec: str) -> str:
+    """A table cell: "-" for a missing value."""
     return "-" if x is None or math.isnan(x) else format(x, spec)
 
 
@@ -396,7 +397,7 @@ def table(results: list[Result], cfg: Config) -> str:
                 line += f" | {'-':>13} {'-':>7} {'-':>7} {'-':>5}"
                 continue
             cpu = f"{100 * r.server_cpu_s / r.seconds:.0f}%"
-            line += f" | {_fmt(r.ops_per_s, ',.0f'):>13} {_fmt(r.p50_ms, '.2f'):>7} {_fmt(r.p99_ms, '.2f'):>7} {cpu:>5}"
+            line += f" | {fmt(r.ops_per_s, ',.0f'):>13} {fmt(r.p50_ms, '.2f'):>7} {fmt(r.p99_ms, '.2f'):>7} {cpu:>5}"
         if ratio:
             a, b = by.get((w, "raftkv")), by.get((w, "etcd"))
             if a and b and b.ops_per_s and b.p50_ms and b.p99_ms:

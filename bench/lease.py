@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import sys
@@ -37,8 +36,8 @@ from pathlib import Path
 import grpc
 import uvloop
 
-from bench.kv import RESULTS_DIR, machine, machine_busy_seconds, open_channels, percentile
-from bench.procs import KINDS, Server
+from bench.kv import RESULTS_DIR, fmt, machine, machine_busy_seconds, open_channels, percentile, ratios
+from bench.procs import KINDS, Server, started_servers
 from proto.etcdserverpb import rpc_pb2 as pb
 
 WORKLOADS = ("keepalive", "grant", "ttl")
@@ -230,23 +229,11 @@ async def bench_all(servers: list[Server], cfg: Config, log: bool = True) -> lis
 
 
 def run(cfg: Config, workdir: Path, log: bool = True) -> tuple[list[Result], dict[str, str]]:
-    with contextlib.ExitStack() as stack:
-        servers = []
-        versions: dict[str, str] = {}
-        for kind in cfg.servers:
-            server = Server(kind, workdir / kind)
-            versions[kind] = server.version()
-            if log:
-                print(f"starting {kind} ({versions[kind]}) ...", file=sys.stderr, flush=True)
-            servers.append(stack.enter_context(server))
+    with started_servers(cfg.servers, workdir, log) as (servers, versions):
         return uvloop.run(bench_all(servers, cfg, log)), versions
 
 
 # ---- reporting ----
-
-
-def _fmt(x: float, spec: str) -> str:
-    return "-" if x is None or math.isnan(x) else format(x, spec)
 
 
 def table(results: list[Result], cfg: Config) -> str:
@@ -268,7 +255,7 @@ def table(results: list[Result], cfg: Config) -> str:
                 line += f" | {'-':>13} {'-':>7} {'-':>7} {'-':>5}"
                 continue
             cpu = f"{100 * r.server_cpu_s / r.seconds:.0f}%"
-            line += f" | {_fmt(r.ops_per_s, ',.0f'):>13} {_fmt(r.p50_ms, '.2f'):>7} {_fmt(r.p99_ms, '.2f'):>7} {cpu:>5}"
+            line += f" | {fmt(r.ops_per_s, ',.0f'):>13} {fmt(r.p50_ms, '.2f'):>7} {fmt(r.p99_ms, '.2f'):>7} {cpu:>5}"
         if ratio:
             a, b = by.get((w, "raftkv")), by.get((w, "etcd"))
             if a and b and b.ops_per_s and b.p50_ms and b.p99_ms:
@@ -284,20 +271,6 @@ def table(results: list[Result], cfg: Config) -> str:
         f"used {sum(others) / len(others):.0f}% on average, at most {max(others):.0f}%)"
     )
     return "\n".join(lines)
-
-
-def ratios(results: list[Result]) -> dict[str, dict[str, float]]:
-    by = {(r.workload, r.server): r for r in results}
-    out = {}
-    for w in dict.fromkeys(r.workload for r in results):
-        a, b = by.get((w, "raftkv")), by.get((w, "etcd"))
-        if a and b and b.ops_per_s:
-            out[w] = {
-                "ops_per_s": a.ops_per_s / b.ops_per_s,
-                "p50_ms": a.p50_ms / b.p50_ms if b.p50_ms else math.nan,
-                "p99_ms": a.p99_ms / b.p99_ms if b.p99_ms else math.nan,
-            }
-    return out
 
 
 def document(cfg: Config, results: list[Result], versions: dict[str, str], argv: list[str]) -> dict[str, object]:

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -360,3 +361,18 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def started_servers(kinds: list[str], workdir: Path, log: bool = True) -> Iterator[tuple[list[Server], dict[str, str]]]:
+    """Fresh single members of each kind, up for the whole block: (servers, kind -> version)."""
+    with contextlib.ExitStack() as stack:
+        servers = []
+        versions: dict[str, str] = {}
+        for kind in kinds:
+            server = Server(kind, workdir / kind)
+            versions[kind] = server.version()
+            if log:
+                print(f"starting {kind} ({versions[kind]}) ...", file=sys.stderr, flush=True)
+            servers.append(stack.enter_context(server))
+        yield servers, versions

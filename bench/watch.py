@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import sys
 import tempfile
 import time
@@ -37,8 +36,8 @@ from pathlib import Path
 import grpc
 import uvloop
 
-from bench.kv import machine, machine_busy_seconds, open_channels, percentile
-from bench.procs import KINDS, Server
+from bench.kv import fmt, machine, machine_busy_seconds, open_channels, percentile
+from bench.procs import KINDS, Server, started_servers
 from proto.etcdserverpb import rpc_pb2 as pb
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -215,23 +214,11 @@ async def bench_all(servers: list[Server], cfg: Config, log: bool = True) -> lis
 
 
 def run(cfg: Config, workdir: Path, log: bool = True) -> tuple[list[Result], dict[str, str]]:
-    with contextlib.ExitStack() as stack:
-        servers = []
-        versions: dict[str, str] = {}
-        for kind in cfg.servers:
-            server = Server(kind, workdir / kind)
-            versions[kind] = server.version()
-            if log:
-                print(f"starting {kind} ({versions[kind]}) ...", file=sys.stderr, flush=True)
-            servers.append(stack.enter_context(server))
+    with started_servers(cfg.servers, workdir, log) as (servers, versions):
         return uvloop.run(bench_all(servers, cfg, log)), versions
 
 
 # ---- reporting ----
-
-
-def _fmt(x: float, spec: str) -> str:
-    return "-" if x is None or math.isnan(x) else format(x, spec)
 
 
 def table(results: list[Result], cfg: Config) -> str:
@@ -253,8 +240,8 @@ def table(results: list[Result], cfg: Config) -> str:
                 continue
             cpu = f"{100 * r.server_cpu_s / r.seconds:.0f}%"
             line += (
-                f" | {_fmt(r.last_p50_ms, '.2f'):>13} {_fmt(r.last_p99_ms, '.2f'):>7} "
-                f"{_fmt(r.events_per_s, ',.0f'):>9} {cpu:>5}"
+                f" | {fmt(r.last_p50_ms, '.2f'):>13} {fmt(r.last_p99_ms, '.2f'):>7} "
+                f"{fmt(r.events_per_s, ',.0f'):>9} {cpu:>5}"
             )
         if both:
             a, b = by.get((workload, "raftkv")), by.get((workload, "etcd"))
