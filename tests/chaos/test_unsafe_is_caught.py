@@ -7,7 +7,7 @@
 
 The same short run, partitions and kills (all members killed, the old leader restarted last),
 is invalid against each unsafe mode and valid against the safe build. The server honours the
-variable only with the patch given in chaos/README.md ("Unsafe modes") applied.
+variable in ``kvstore/server/member.py`` and ``raft/node.py`` (chaos/README.md, "Unsafe modes").
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def chaos_run(tmp_path: Path, unsafe: str | None) -> tuple[int, dict, Path]:
 
 @pytest.mark.parametrize("mode", ["stale-reads", "ack-before-fsync"])
 def test_unsafe_mode_is_caught(tmp_path: Path, mode: str) -> None:
-    assert patched(), "the server ignores RAFTKV_UNSAFE: apply the patch in chaos/README.md (Unsafe modes)"
+    assert patched(), "the server no longer reads raft.unsafe's flags: see chaos/README.md (Unsafe modes)"
     code, verdict, out = chaos_run(tmp_path, mode)
     kinds = {f["kind"] for f in verdict["faults"] if f["f"] == "start"}
     assert kinds == {"partition", "kill"}, verdict["faults"]
