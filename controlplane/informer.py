@@ -143,7 +143,11 @@ class Informer:
                     last = decode(ev.prev) if ev.prev is not None and ev.prev.value else None
                     _, ns, name = kinds.parse_key(ev.kv.key)
                     self._remove(f"{ns}/{name}" if ns else name, last)
-            self.revision = max(self.revision, resp.revision)
+            # Resume after the last event seen. A response's header revision is the store's, which
+            # during a catch-up from the past is ahead of its events (etcd's too): only a progress
+            # notification (no events) says that everything up to it has been delivered.
+            seen = resp.events[-1].kv.mod_revision if resp.events else resp.revision
+            self.revision = max(self.revision, seen)
 
     def run(self, stop: threading.Event) -> None:
         self._stop = stop

@@ -364,7 +364,7 @@ class WatchHub:
                         else:
                             got.append(rec)
         done = next_rev > cur
-        header_rev = cur if done else next_rev - 1
+        header_rev = cur  # as etcd's catch-up does: the store's revision, even with more to read
         prev = PrevReader(store)
         try:
             for w in chosen:

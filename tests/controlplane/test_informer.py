@@ -10,6 +10,7 @@ import pytest
 
 from controlplane.api import kinds
 from controlplane.informer import Informer
+from controlplane.store.base import Unavailable, WatchResponse
 from controlplane.store.etcd import EtcdStore
 from controlplane.store.fake import FakeStore
 from tests.controlplane.fakes import Env, node
@@ -117,6 +118,68 @@ def test_resync_redelivers_every_object():
     try:
         time.sleep(0.3)
         assert rec.events.count(("update", "a")) >= 2
+    finally:
+        inf.stop()
+        stop.set()
+
+
+class CatchUpHeaders:
+    """Wraps a store so the informer's first watch answers as etcd does while catching up from the
+    past: one response with the first event only, its header at the store's (later) revision, and
+    then the stream breaks. The informer must resume after that event, not after the header."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+        self.starts: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    def watch(self, prefix: str, start_revision: int) -> object:
+        self.starts.append(start_revision)
+        if len(self.starts) > 1:
+            return self.store.watch(prefix, start_revision)
+        inner = self.store.watch(prefix, start_revision)
+        outer = self
+
+        class Broken:
+            def __iter__(self):  # type: ignore[no-untyped-def]
+                first = next(iter(inner))
+                inner.cancel()
+                yield WatchResponse(outer.store.revision, first.events)  # the header runs ahead
+                raise Unavailable("stream cut mid-catch-up")
+
+            def cancel(self) -> None:
+                inner.cancel()
+
+        return Broken()
+
+
+def test_a_watch_cut_mid_catch_up_resumes_after_the_last_event_not_the_header() -> None:
+    from controlplane.client import Client
+
+    fake = FakeStore()
+    client = Client(fake)
+    client.create(node("a"))
+    wrapped = CatchUpHeaders(fake)
+    inf = Informer(wrapped, kinds.NODE)  # type: ignore[arg-type]
+    gate = threading.Event()
+    original_list_once = inf.list_once
+
+    def list_then_write() -> int:
+        rev = original_list_once()
+        client.create(node("b"))  # both written after the list: the watch catches up on them
+        client.create(node("c"))
+        gate.set()
+        return rev
+
+    inf.list_once = list_then_write  # type: ignore[method-assign]
+    stop = threading.Event()
+    inf.start(stop)
+    try:
+        assert gate.wait(10)
+        wait_for("every node", lambda: sorted(inf.cache.keys()) == ["a", "b", "c"], timeout=10)
+        assert wrapped.starts[1] == wrapped.starts[0] + 1  # after "b", the one event it got
     finally:
         inf.stop()
         stop.set()
