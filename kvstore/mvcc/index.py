@@ -109,9 +109,3 @@ class TreeIndex:
         for key in empty:
             del tree[key]
         return available
-
-    def keep(self, at_rev: int) -> set[Revision]:
-        available: set[Revision] = set()
-        for ki in self._tree.values():
-            ki.keep(at_rev, available)
-        return available

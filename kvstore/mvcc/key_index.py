@@ -135,29 +135,17 @@ class KeyIndex:
     def compact(self, at_rev: int, available: set[Revision]) -> None:
         """Drops what reads and watches at at_rev or later do not need; adds the kept revisions
         at or below at_rev to available (the stored ones the compaction must not delete)."""
-        self._compact(at_rev, available, trim=True)
-
-    def keep(self, at_rev: int, available: set[Revision]) -> None:
-        """Like compact, but only reports what would be kept (for finishing an interrupted compaction)."""
-        self._compact(at_rev, available, trim=False)
-
-    def _compact(self, at_rev: int, available: set[Revision], trim: bool) -> None:
         gens = self.generations
         first = 0
         # generations that ended (tombstone) below at_rev are gone; one that ended at at_rev stays
         while first < len(gens) - 1 and gens[first].revs[-1][0] < at_rev:
             first += 1
         for g in gens[first:]:
-            revs = g.revs
-            if not revs or revs[0][0] > at_rev:
+            if not g.revs or g.revs[0][0] > at_rev:
                 break
-            n = _kept_from(revs, at_rev)
-            if trim:
-                g.revs = revs = revs[n:]
-                n = 0
-            available.update(r for r in revs[n:] if r[0] <= at_rev)
-        if trim:
-            self.generations = gens[first:]
+            g.revs = g.revs[_kept_from(g.revs, at_rev) :]
+            available.update(r for r in g.revs if r[0] <= at_rev)
+        self.generations = gens[first:]
 
 
 def _kept_from(revs: list[Revision], at_rev: int) -> int:
