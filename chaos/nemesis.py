@@ -157,6 +157,10 @@ class Nemesis:
     def inject(self, kind: str, mode: str | None = None) -> Fault:
         mode = mode or self.rng.choice(MODES[kind])
         desc, heal = getattr(self, f"_{kind}")(mode)
+        return self.record(kind, mode, desc, heal)
+
+    def record(self, kind: str, mode: str, desc: str, heal: Callable[[], str]) -> Fault:
+        """Records a fault a script has just injected itself (``chaos.scenarios``); heal it with ``heal``."""
         with self._lock:
             self._ids += 1
             fault = Fault(self._ids, kind, mode, desc, heal)

@@ -11,6 +11,9 @@ Phases, each bounded in time:
 5. the local cluster is stopped (after 2-4 whatever happens: ``finally``), the history is
    written, checked, and reported.
 
+A scenario run (``cfg.scenario``, see ``chaos.scenarios``) replaces phase 2 with its script of
+operations and faults; the other phases are the same.
+
 The output folder gets ``history.jsonl``, ``verdict.json``, ``latency.png``, and on a violation
 ``timeline.html``; a local cluster's member logs stay there too. ``run`` returns the exit code:
 0 valid, 1 invalid, 2 unknown or aborted.
@@ -26,13 +29,13 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
 
-from chaos import report
+from chaos import report, scenarios
 from chaos.history import INFO, Recorder, nemesis_windows, pair, write_jsonl
 from chaos.nemesis import Nemesis, parse
 from chaos.targets import ExternalTarget, LocalTarget, Target
@@ -67,6 +70,9 @@ class RunConfig:
     member_env: dict[str, str] = field(default_factory=dict)
     progress: bool | None = None  # None: when stdout is a terminal
     workload_options: dict[str, Any] = field(default_factory=dict)
+    scenario: str | None = None  # a constructed schedule (chaos.scenarios) instead of workers and a nemesis
+    min_ok: int = 0  # the workers go on past time_s until this many operations completed ok ...
+    max_time_s: float = 0.0  # ... but for no longer than this in all (0: 4 x time_s)
 
 
 class Progress:
@@ -81,10 +87,8 @@ class Progress:
 
     def show(self, elapsed: float, counts: dict[str, int], faults: list[str], phase: str = "run") -> None:
         fault_text = "; ".join(faults) if faults else "no faults"
-        line = (
-            f"[{phase} {elapsed:5.1f}/{self.total:.0f}s] ok {counts['ok']}  fail {counts['fail']}  "
-            f"info {counts['info']}  | {fault_text}"
-        )
+        clock = f"{elapsed:5.1f}/{self.total:.0f}s" if self.total else f"{elapsed:5.1f}s"
+        line = f"[{phase} {clock}] ok {counts['ok']}  fail {counts['fail']}  info {counts['info']}  | {fault_text}"
         if self.live:
             pad = max(0, self.width - len(line))
             self.stream.write("\r" + line + " " * pad)
@@ -138,19 +142,25 @@ async def _run_phases(
         await workload.setup(channels)
         recorder.restart_clock()
         t0 = time.monotonic()
-        nemesis.start()
-        background = asyncio.create_task(workload.background(channels, stop), name="background")
-        tasks = await _workers(workload, channels, recorder, cfg, stop)
-        while not stop.is_set():
-            elapsed = time.monotonic() - t0
-            progress.show(elapsed, recorder.count(), nemesis.current())
-            if elapsed >= cfg.time_s:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(0.5, cfg.time_s - elapsed))
+        if cfg.scenario:
+            tasks: list[asyncio.Task] = []
+            background = asyncio.create_task(asyncio.sleep(0))
+            await _play(cfg.scenario, target, nemesis, channels, recorder, workload, cfg, progress, notes, t0)
+        else:
+            nemesis.start()
+            background = asyncio.create_task(workload.background(channels, stop), name="background")
+            tasks = await _workers(workload, channels, recorder, cfg, stop)
+            longest = cfg.max_time_s or 4 * cfg.time_s
+            while not stop.is_set():
+                elapsed = time.monotonic() - t0
+                progress.show(elapsed, recorder.count(), nemesis.current())
+                if elapsed >= cfg.time_s and (recorder.count()["ok"] >= cfg.min_ok or elapsed >= longest):
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
         stop.set()
         progress.show(time.monotonic() - t0, recorder.count(), nemesis.current(), phase="heal")
-        done, pending = await asyncio.wait(tasks, timeout=cfg.op_timeout + 5)
+        done, pending = await asyncio.wait(tasks, timeout=cfg.op_timeout + 5) if tasks else (set(), set())
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -182,8 +192,56 @@ async def _run_phases(
     return notes
 
 
+async def _play(
+    name: str,
+    target: Target,
+    nemesis: Nemesis,
+    channels: Channels,
+    recorder: Recorder,
+    workload: Any,
+    cfg: RunConfig,
+    progress: Progress,
+    notes: dict[str, Any],
+    t0: float,
+) -> None:
+    """Phase 2 of a scenario run: its script, step by step; a step that cannot happen aborts the run."""
+
+    def say(text: str) -> None:
+        progress.show(time.monotonic() - t0, recorder.count(), nemesis.current(), phase=text)
+
+    stage = scenarios.Stage(target, nemesis, channels, recorder, workload, cfg.op_timeout, say)
+    try:
+        notes["scenario"] = await scenarios.get(name).play(stage)
+    except (scenarios.ScenarioError, TimeoutError, grpc.aio.AioRpcError) as exc:
+        notes["aborted"] = True
+        notes["error"] = f"scenario {name}: {exc}"
+    notes["steps"] = stage.notes["steps"]
+
+
+def with_scenario(cfg: RunConfig) -> RunConfig:
+    """cfg with what its scenario fixes (workload, member flags and environment); refuses what conflicts."""
+    if not cfg.scenario:
+        return cfg
+    sc = scenarios.get(cfg.scenario)
+    if cfg.workload != sc.workload:
+        raise ValueError(f"scenario {sc.name} runs the {sc.workload} workload, not {cfg.workload}")
+    if cfg.nemesis not in ("none", "scripted"):
+        raise ValueError(f"scenario {sc.name} injects its own faults: no nemesis ({cfg.nemesis!r}) can be given")
+    if cfg.endpoints or cfg.etcd:
+        raise ValueError(f"scenario {sc.name} needs a local raftkv cluster it starts itself")
+    return replace(
+        cfg,
+        nemesis="scripted",
+        time_s=0.0,
+        converge_timeout=min(cfg.converge_timeout, sc.converge_timeout),
+        member_args=[*sc.member_args, *cfg.member_args],
+        member_env={**sc.member_env, **cfg.member_env},
+    )
+
+
 def run(cfg: RunConfig, stream: TextIO = sys.stdout) -> tuple[int, dict[str, Any]]:
     """Runs, checks and reports; returns (exit code, verdict)."""
+    cfg = with_scenario(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(cfg.out / "cluster", ignore_errors=True)  # a previous run's cluster: never reused
     for name in OUTPUTS:
@@ -202,13 +260,14 @@ def run(cfg: RunConfig, stream: TextIO = sys.stdout) -> tuple[int, dict[str, Any
         extra=dict(cfg.workload_options),
     )
     workload = registry.make(cfg.workload, options, recorder)
-    kinds = parse(cfg.nemesis)
+    kinds = [] if cfg.scenario else parse(cfg.nemesis)
     target = make_target(cfg)
     notes: dict[str, Any] = {}
     progress = Progress(stream, stream.isatty() if cfg.progress is None else cfg.progress, cfg.time_s)
     verdict: dict[str, Any] = {
         "workload": cfg.workload,
         "nemesis": cfg.nemesis,
+        "scenario": cfg.scenario,
         "target": target.kind,
         "endpoints": target.endpoints,
         "seed": seed,
@@ -216,9 +275,10 @@ def run(cfg: RunConfig, stream: TextIO = sys.stdout) -> tuple[int, dict[str, Any
     }
     nemesis: Nemesis | None = None
     try:
+        plan = f"scenario {cfg.scenario}" if cfg.scenario else f"nemesis {cfg.nemesis}, {cfg.time_s:.0f}s"
         stream.write(
-            f"chaos: {cfg.workload} with nemesis {cfg.nemesis} on {target.kind} "
-            f"({', '.join(target.endpoints)}), {cfg.time_s:.0f}s, seed {seed}, output in {cfg.out}\n"
+            f"chaos: {cfg.workload} with {plan} on {target.kind} "
+            f"({', '.join(target.endpoints)}), seed {seed}, output in {cfg.out}\n"
         )
         stream.flush()
         target.start()
@@ -264,7 +324,7 @@ def run(cfg: RunConfig, stream: TextIO = sys.stdout) -> tuple[int, dict[str, Any
             "files": {"history": "history.jsonl", "plot": "latency.png"},
         }
     )
-    title = f"{cfg.workload} / {cfg.nemesis} on {target.kind}: {verdict_name}"
+    title = f"{cfg.workload} / {cfg.scenario or cfg.nemesis} on {target.kind}: {verdict_name}"
     try:
         report.latency_plot(ops, faults, cfg.out / "latency.png", title, cfg.op_timeout)
     except Exception as exc:  # the verdict matters more than the picture

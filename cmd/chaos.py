@@ -3,6 +3,7 @@
 raftkv chaos run --workload register --nemesis kill,partition --time 60 --out runs/reg
 raftkv chaos run --workload append --nemesis pause --etcd --out runs/etcd-append
 raftkv chaos run --workload register --endpoints 127.0.0.1:2379,... --pids 101,102,103 --nemesis kill
+raftkv chaos scenario stale-read --unsafe stale-reads --out runs/stale
 raftkv chaos check runs/reg
 """
 
@@ -59,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ops-per-key", type=int, default=0, help="operations before a key retires (workload default)")
     run.add_argument("--no-progress", action="store_true", help="no live progress line")
     run.add_argument("member_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    scen = sub.add_parser(
+        "scenario",
+        help="run a constructed schedule that makes an anomaly happen on purpose, check it, report",
+        description="Starts a local raftkv cluster and runs one scripted schedule of operations and faults "
+        "(chaos/scenarios.py): stale-read (meant for --unsafe stale-reads), lost-ack (for --unsafe "
+        "ack-before-fsync), lock-stall (a lock used with and without fencing). Against the flawed build the "
+        "checker must say invalid, against the safe build valid. Exit status as for run.",
+    )
+    scen.add_argument("name", choices=("stale-read", "lost-ack", "lock-stall"))
+    scen.add_argument("--unsafe", metavar="MODE", help="RAFTKV_UNSAFE for the members (stale-reads, ack-before-fsync)")
+    scen.add_argument("--out", "-o", type=Path, help="report folder (default chaos-runs/<name>-<time>)")
+    scen.add_argument("--seed", type=int, help="seed for the workload's choices")
+    scen.add_argument("--op-timeout", type=float, default=5.0, help="client timeout per operation (default 5)")
     check = sub.add_parser("check", help="check a recorded history again", description="Re-checks DIR/history.jsonl.")
     check.add_argument("dir", type=Path)
     check.add_argument("--workload", "-w", choices=WORKLOADS, help="default: the one in DIR/verdict.json")
@@ -107,6 +121,24 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
+def _scenario(args: argparse.Namespace) -> int:
+    from chaos.runner import RunConfig, run
+    from chaos.scenarios import get
+
+    sc = get(args.name)
+    out = args.out or Path("chaos-runs") / f"{args.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    cfg = RunConfig(
+        workload=sc.workload,
+        scenario=sc.name,
+        out=out,
+        seed=args.seed,
+        op_timeout=args.op_timeout,
+        member_env={"RAFTKV_UNSAFE": args.unsafe} if args.unsafe else {},
+    )
+    code, _ = run(cfg)
+    return code
+
+
 def _check(args: argparse.Namespace) -> int:
     from chaos.runner import recheck
 
@@ -124,7 +156,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return _run(args) if args.verb == "run" else _check(args)
+    return {"run": _run, "scenario": _scenario, "check": _check}[args.verb](args)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -39,6 +40,7 @@ from chaos.workloads.base import FINAL_PROCESS, Channels, Client, NotApplied, Op
 from proto.etcdserverpb import rpc_pb2 as pb
 
 PREFIX = "l/"
+AIMED_STALL_LIMIT_S = 120.0
 TOKEN_WIDTH = 20
 
 
@@ -121,6 +123,9 @@ class Lock(Workload):
         self.acquire_timeout = float(options.extra.get("acquire_timeout", 20.0))
         self.sessions: dict[int, Session] = {}
         self.next_entry = 0
+        # workers whose next critical section stalls until the awaitable's factory returns, instead
+        # of for twice the TTL: a pause a script aims at one holder (chaos.scenarios)
+        self.stall_until: dict[int, Callable[[], Awaitable[None]]] = {}
 
     async def setup(self, channels: Channels) -> None:
         await channels.kv[0].Put(pb.PutRequest(key=self.fence, value=pad(0)), timeout=10)
@@ -238,7 +243,8 @@ class Lock(Workload):
         kv, timeout = client.kv, client.timeout
         fence_ok = pb.Compare(result=pb.Compare.LESS, target=pb.Compare.VALUE, key=self.fence, value=pad(token + 1))
         bump = pb.RequestOp(request_put=pb.PutRequest(key=self.fence, value=pad(token)))
-        stall = self.rng.random() < self.stall_chance or (self.stall_first and entry == 1)
+        aimed = self.stall_until.pop(client.worker, None)
+        stall = aimed is not None or self.rng.random() < self.stall_chance or (self.stall_first and entry == 1)
         state: dict[str, Any] = {}
 
         async def fenced_read() -> None:
@@ -265,8 +271,10 @@ class Lock(Workload):
             before = decode_list(got.kvs)
             if stall:  # a long pause with the keepalives stopped too: the lease expires meanwhile
                 s.paused.set()
-                await asyncio.sleep(2 * self.ttl)
-                s.paused.clear()
+                try:
+                    await (aimed() if aimed is not None else asyncio.sleep(2 * self.ttl))
+                finally:
+                    s.paused.clear()
             await kv.Put(pb.PutRequest(key=self.unfenced, value=encode_list([*before, entry])), timeout=timeout)
             return ok({"entry": entry, "token": token, "read": before, "stalled": stall})
 
@@ -289,7 +297,9 @@ class Lock(Workload):
                 return failed({"entry": entry, "token": token, "refused": "write", "fence": fence, "read": before})
             return ok({"entry": entry, "token": token, "read": before})
 
-        await client.run("unfenced", {"entry": entry, "token": token}, unfenced, timeout=timeout * 2 + self.ttl + 2)
+        # an aimed stall lasts as long as its script says (the script bounds its own waits)
+        limit = timeout * 2 + (self.ttl if aimed is None else AIMED_STALL_LIMIT_S) + 2
+        await client.run("unfenced", {"entry": entry, "token": token}, unfenced, timeout=limit)
         await client.run("fenced", {"entry": entry, "token": token}, fenced, timeout=timeout * 2)
 
     async def teardown(self, channels: Channels) -> None:

@@ -85,7 +85,7 @@ class Register(Workload):
         outcome, _ = await client.run("read", {"key": key}, body, read_only=True)
         return outcome
 
-    async def write(self, client: Client, key: str) -> None:
+    async def write(self, client: Client, key: str) -> str:
         value = self._value()
 
         async def body() -> tuple[str, Any]:
@@ -93,7 +93,8 @@ class Register(Workload):
             self.last_seen[key] = value
             return ok(None)
 
-        await client.run("write", {"key": key, "value": value}, body)
+        outcome, _ = await client.run("write", {"key": key, "value": value}, body)
+        return outcome
 
     async def cas(self, client: Client, key: str) -> None:
         expect = self.last_seen.get(key)
