@@ -2,6 +2,13 @@
 
 Each run starts its own three-member cluster, injects faults, heals, checks and writes a report.
 The longer soak is a documented command (chaos/README.md), not a test.
+
+Random faults find what they happen to hit, so these runs assert only what must hold of a correct
+store on any machine, however slow: the history is valid and the cluster converged. How much a
+run checks is not left to the machine's speed either: a run goes on past its time until its
+workers have completed ``min_ok`` operations (up to four times its time), so a slow machine gets
+a longer run, not a weaker one. Demonstrations that a checker catches a flaw are constructed
+schedules, in test_unsafe_is_caught.py.
 """
 
 from __future__ import annotations
@@ -43,38 +50,39 @@ def chaos(tmp_path: Path, **kw: Any) -> tuple[int, dict[str, Any], Path]:
 
 
 def test_register_under_partitions_kills_and_pauses(tmp_path: Path) -> None:
-    code, v, _ = chaos(tmp_path, workload="register", nemesis="partition,kill,pause", time_s=8)
+    code, v, _ = chaos(tmp_path, workload="register", nemesis="partition,kill,pause", time_s=8, min_ok=200)
     assert code == 0, json.dumps(v, indent=1)[:3000]
-    assert v["ops"]["ok"] > 200 and v["converged"]
+    assert v["ops"]["ok"] >= 200 and v["converged"]
 
 
 def test_append_under_kills_and_partitions(tmp_path: Path) -> None:
-    code, v, _ = chaos(tmp_path, workload="append", nemesis="kill,partition:bridge", time_s=7)
+    code, v, _ = chaos(tmp_path, workload="append", nemesis="kill,partition:bridge", time_s=7, min_ok=200)
     assert code == 0, json.dumps(v, indent=1)[:3000]
-    assert v["checker"]["serializability"]["txns"] > 200
+    assert v["checker"]["serializability"]["txns"] >= 200
 
 
 def test_watch_under_pauses_and_kills(tmp_path: Path) -> None:
-    code, v, _ = chaos(tmp_path, workload="watch", nemesis="pause,kill", time_s=7)
+    code, v, _ = chaos(tmp_path, workload="watch", nemesis="pause,kill", time_s=7, min_ok=200)
     assert code == 0, json.dumps(v, indent=1)[:3000]
-    assert v["checker"]["events_received"] > 500 and v["checker"]["sessions"] > 6
+    # every watcher and every member's final watch had a session, and they saw the writes
+    assert v["checker"]["sessions"] >= 3 + 3 and v["checker"]["events_received"] >= 200
     assert v["checker"]["final_state"]["checked"], v["checker"]["final_state"]
 
 
-def test_lock_is_safe_with_fencing_and_not_without(tmp_path: Path) -> None:
-    code, v, out = chaos(
+def test_lock_with_fencing_is_safe_under_pauses_and_stalls(tmp_path: Path) -> None:
+    """Fencing keeps the resource exact whatever the pauses and stalls did (the unfenced list's
+    lost updates are shown on purpose by the lock-stall scenario, not hoped for here)."""
+    code, v, _ = chaos(
         tmp_path,
         workload="lock",
         nemesis="pause:one",
         time_s=9,
         concurrency=4,
+        min_ok=12,  # acquire, two appends and release: three holds at least
         workload_options={"stall_chance": 0.3, "stall_first": True},
     )
     assert code == 0, json.dumps(v, indent=1)[:3000]
-    # how many holders get through in 9 s depends on the machine's load; two make an order to check
-    assert v["checker"]["fenced"]["appends_ok"] >= 2, v["checker"]["fenced"]
-    assert v["checker"]["unsafe_without_fencing"], v["checker"]["unfenced"]
-    assert (out / "unfenced.html").exists()
+    assert v["checker"]["acquisitions"] >= 3, v["checker"]
 
 
 def test_etcd_register_under_partitions(tmp_path: Path) -> None:
