@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--nemesis", "-n", default="none", help="comma-separated faults to choose from (default none)")
     run.add_argument("--time", "-t", type=float, default=60.0, help="seconds of workload (default 60)")
     run.add_argument("--concurrency", "-c", type=int, default=10, help="client workers (default 10)")
+    run.add_argument(
+        "--min-ok",
+        type=int,
+        default=0,
+        help="go on past --time until this many operations completed ok (at most 4 x --time in all)",
+    )
     run.add_argument("--rate", type=float, default=200.0, help="operations per second, all workers (0: unpaced)")
     run.add_argument("--out", "-o", type=Path, help="report folder (default chaos-runs/<workload>-<time>)")
     run.add_argument("--endpoints", type=_csv, help="host:port,... of running members instead of a local cluster")
@@ -98,6 +104,7 @@ def _run(args: argparse.Namespace) -> int:
         workload=args.workload,
         nemesis=args.nemesis,
         time_s=args.time,
+        min_ok=args.min_ok,
         concurrency=args.concurrency,
         rate=args.rate,
         out=out,
