@@ -135,6 +135,15 @@ class Member:
     # Worker threads sync and copy the backend; _backend_lock keeps them off an environment that
     # install_snapshot is closing (that waits for them, on the event loop, which is rare and short).
 
+    @property
+    def backend_lock(self) -> threading.Lock:
+        """Held by whoever reads the backend from a worker thread (kvstore.snapshot.maintenance)."""
+        return self._backend_lock
+
+    def snapshot_dir(self) -> Path:
+        """Where copies of the backend are made (the raft snapshot directory, cleaned at start)."""
+        return self.cfg.data_dir / "member" / "snap"
+
     def sync(self) -> None:
         with self._backend_lock:
             self.backend.sync()
