@@ -74,11 +74,20 @@ class BoltFile:
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return cls(mapped, str(path))
 
+    def attach(self, owner: mmap.mmap) -> None:
+        """Makes close() close owner too (data is a view of it)."""
+        self._map = owner
+
     def close(self) -> None:
-        self.data.release()
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        """Releases the mapping. A view still held elsewhere (an iterator left half-way) keeps it
+        alive until that view is garbage, which then frees it."""
+        try:
+            self.data.release()
+            if self._map is not None:
+                self._map.close()
+        except BufferError:
+            pass
+        self._map = None
 
     def __enter__(self) -> BoltFile:
         return self
