@@ -50,6 +50,13 @@ class BoltFile:
         self.name = name
         self._map: mmap.mmap | None = data if isinstance(data, mmap.mmap) else None
         self.data = memoryview(data)
+        try:
+            self._validate()
+        except BaseException:
+            self.data.release()  # so that whoever owns the mapping can close it
+            raise
+
+    def _validate(self) -> None:
         self.meta = self._choose_meta()
         self.page_size = self.meta.page_size
         need = self.meta.pgid * self.page_size
@@ -72,7 +79,11 @@ class BoltFile:
             if size == 0:
                 raise BboltError("file is empty", file=str(path))
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        return cls(mapped, str(path))
+        try:
+            return cls(mapped, str(path))
+        except BaseException:
+            mapped.close()
+            raise
 
     def attach(self, owner: mmap.mmap) -> None:
         """Makes close() close owner too (data is a view of it)."""

@@ -109,11 +109,14 @@ def open_snapshot(path: Path, skip_hash_check: bool = False) -> Snapshot:
             )
         db_size = size - SHA_SIZE if hashed else size
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    view = memoryview(mapped)[:db_size]
     try:
-        db = BoltFile(memoryview(mapped)[:db_size], str(path))
+        db = BoltFile(view, str(path))
     except BboltError as exc:
+        view.release()
         mapped.close()
         raise SnapshotError(f"snapshot {path} is not a valid bbolt database: {exc.problem}") from exc
+    view.release()  # the BoltFile holds its own view
     db.attach(mapped)
     problems = db.check()
     if problems:
