@@ -2,9 +2,9 @@
 
 The gRPC (or any other) service is a thin wrapper: it awaits these and turns the results into
 responses. Long work (writing a snapshot, hashing a large backend) runs on a worker thread over
-one LMDB read transaction, so the member keeps applying meanwhile; the backend lock is held for
-the duration, because installing a snapshot from the leader closes the environment. The lock is
-taken from a worker thread, never by blocking the event loop.
+one LMDB read transaction, so the member keeps applying meanwhile; the backend lock is held shared
+for the duration (installing a snapshot from the leader closes the environment, holding it
+exclusively). The lock is taken on a worker thread, never by blocking the event loop.
 
 - ``make_snapshot`` writes the member's backend as an etcd snapshot file (bbolt, then sha256)
   and ``snapshot_chunks`` reads it back as etcd sends it: 32 KiB blobs of the database, each
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 from kvstore.errors import Compacted, FutureRev
 from kvstore.mvcc.backend import Backend
+from kvstore.mvcc.shared_lock import SharedLock
 from kvstore.mvcc.store import KVStore
 from kvstore.snapshot import hashing
 from kvstore.snapshot.export import etcd_buckets
@@ -39,16 +39,16 @@ class MemberState(Protocol):
     store: KVStore
 
     @property
-    def backend_lock(self) -> threading.Lock: ...
+    def backend_lock(self) -> SharedLock: ...
 
 
-async def _acquire(lock: threading.Lock) -> None:
-    """Takes lock on a worker thread; if the caller is cancelled meanwhile, it is given back."""
-    fut = asyncio.get_running_loop().run_in_executor(None, lock.acquire)
+async def _acquire(lock: SharedLock) -> None:
+    """Takes lock shared on a worker thread; if the caller is cancelled meanwhile, it is given back."""
+    fut = asyncio.get_running_loop().run_in_executor(None, lock.acquire_shared)
     try:
         await asyncio.shield(fut)
     except asyncio.CancelledError:
-        fut.add_done_callback(lambda f: lock.release() if not f.cancelled() and f.exception() is None else None)
+        fut.add_done_callback(lambda f: lock.release_shared() if not f.cancelled() and f.exception() is None else None)
         raise
 
 
@@ -62,7 +62,7 @@ async def make_snapshot(member: MemberState, path: Path, server_version: str) ->
         try:
             return write_snapshot(backend, path, server_version)
         finally:
-            lock.release()
+            lock.release_shared()
 
     return await asyncio.get_running_loop().run_in_executor(None, work)
 
@@ -94,7 +94,7 @@ async def hash_backend(member: MemberState, server_version: str) -> tuple[int, i
         revision = member.store.current_rev
         txn = backend.begin_read()  # opened with the revision read, on the loop: they agree
     except BaseException:
-        lock.release()
+        lock.release_shared()
         raise
 
     def work() -> int:
@@ -102,7 +102,7 @@ async def hash_backend(member: MemberState, server_version: str) -> tuple[int, i
             return hashing.hash_buckets(etcd_buckets(backend, txn, server_version))
         finally:
             txn.abort()
-            lock.release()
+            lock.release_shared()
 
     return await asyncio.get_running_loop().run_in_executor(None, work), revision
 
@@ -123,7 +123,7 @@ async def hash_kv(member: MemberState, revision: int) -> tuple[int, int, int]:
         keep = hashing.etcd_keep(store.index, rev)
         txn = backend.begin_read()
     except BaseException:
-        lock.release()
+        lock.release_shared()
         raise
 
     def work() -> int:
@@ -131,7 +131,7 @@ async def hash_kv(member: MemberState, revision: int) -> tuple[int, int, int]:
             return hashing.hash_kv(backend, txn, rev, compact_rev, keep)
         finally:
             txn.abort()
-            lock.release()
+            lock.release_shared()
 
     h = await asyncio.get_running_loop().run_in_executor(None, work)
     return h, current_rev, compact_rev

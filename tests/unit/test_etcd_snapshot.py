@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import io
 import json
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from kvstore.membership import MemberInfo
 from kvstore.mvcc import Backend, KVStore
 from kvstore.mvcc.index import TreeIndex
 from kvstore.mvcc.revision import rev_to_bytes, tombstone_to_bytes
+from kvstore.mvcc.shared_lock import SharedLock
 from kvstore.snapshot import etcd_schema as s
 from kvstore.snapshot import hashing, maintenance
 from kvstore.snapshot.errors import SnapshotError
@@ -49,7 +49,7 @@ class State:
     store: KVStore
     applier: Applier
     index: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: SharedLock = field(default_factory=SharedLock)
 
     @classmethod
     def open(cls, path: Path) -> State:
@@ -59,7 +59,7 @@ class State:
         return cls(path, backend, lessor, store, Applier(store, leases=lessor))
 
     @property
-    def backend_lock(self) -> threading.Lock:
+    def backend_lock(self) -> SharedLock:
         return self.lock
 
     def apply(self, op: Op, request: object) -> object:
@@ -450,7 +450,7 @@ def test_hash_kv_filters_compacted_history_as_etcd_does(state: State) -> None:
         asyncio.run(maintenance.hash_kv(state, 3))
     with pytest.raises(FutureRev):
         asyncio.run(maintenance.hash_kv(state, current + 1))
-    assert not state.lock.locked()
+    assert not state.lock.held
 
 
 def test_hash_kv_of_a_store_never_compacted(tmp_path: Path) -> None:
