@@ -232,6 +232,10 @@ def test_raftkv_starts_from_an_etcd_snapshot_and_back(etcd: EtcdMember, tmp_path
     ours = raftkv_cli("status", str(snap), "-w", "json")
     theirs = etcdctl("127.0.0.1:1", "snapshot", "status", str(snap), "-w", "json", check=True).stdout
     assert ours.returncode == 0 and json.loads(ours.stdout) == json.loads(theirs)
+    # raftkv snapshot save takes the same snapshot from etcd as etcdctl does
+    also = tmp_path / "etcd-by-raftkv.db"
+    assert raftkv_cli("save", str(also), f"--endpoints={etcd.endpoint}").returncode == 0
+    assert json.loads(raftkv_cli("status", str(also), "-w", "json").stdout) == json.loads(theirs)
 
     rk = started_on_restore(RaftkvMember("rk", tmp_path / "rk.etcd"), raftkv_restore(snap))
     try:
