@@ -217,7 +217,12 @@ class BoltFile:
                     problems.append(f"page {pgid}: unreachable unfreed")
         return problems
 
-    def _check_bucket(self, bucket: Bucket, reachable: set[int], freed: set[int], problems: list[str]) -> None:
+    def _check_bucket(
+        self, bucket: Bucket, reachable: set[int], freed: set[int], problems: list[str], depth: int = 0
+    ) -> None:
+        if depth > MAX_DEPTH:
+            problems.append(f"{bucket.label}: buckets nested deeper than {MAX_DEPTH} levels")
+            return
         for pgid in bucket.page_ids():
             for pid in range(pgid, pgid + self.overflow(pgid) + 1):
                 if pid in reachable:
@@ -226,7 +231,10 @@ class BoltFile:
             if pgid in freed:
                 problems.append(f"page {pgid}: reachable freed")
         for _key, child in bucket.buckets():
-            self._check_bucket(child, reachable, freed, problems)
+            if child.root and child.root in reachable:  # another bucket's tree (a loop of buckets)
+                problems.append(f"page {child.root}: multiple references ({child.label}'s root)")
+                continue
+            self._check_bucket(child, reachable, freed, problems, depth + 1)
 
 
 class Bucket:

@@ -308,3 +308,18 @@ def test_open_and_close_a_file(tmp_path: Path) -> None:
     with pytest.raises(BboltError, match=f"bbolt file {empty}: file is empty"):
         BoltFile.open(empty)
     assert BUCKET_HEADER.size == 16
+
+
+def test_a_bucket_whose_root_is_its_parents_page() -> None:
+    data = bytearray(build([(b"outer", Nested([(b"inner", Nested([(b"k%04d" % i, b"v" * 40) for i in range(200)]))]))]))
+    db = BoltFile(bytes(data))
+    outer = db.root().bucket(b"outer")
+    inner = outer.bucket(b"inner")
+    assert outer.root != 0 and inner.root != 0
+    # the inner bucket's header now points at the outer bucket's root: a loop of buckets
+    _, _, page = db.page(outer.root)
+    _, pos, ksize, _ = struct.unpack_from("<IIII", page, PAGE_HEADER_SIZE)
+    at = outer.root * PS + PAGE_HEADER_SIZE + pos + ksize
+    struct.pack_into("<Q", data, at, outer.root)
+    problems = BoltFile(bytes(data)).check()
+    assert any("multiple references" in p for p in problems), problems
