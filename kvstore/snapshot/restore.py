@@ -172,7 +172,7 @@ def _build(snap: Snapshot, server: ServerConfig, tmp: Path) -> RestoreResult:
     backend = Backend(member_dir / "db")
     try:
         keys = leases = 0
-        with backend.begin_write() as txn:
+        with _lmdb_errors(snap), backend.begin_write() as txn:
             keys = _import_keys(snap, backend, txn)
             leases = _import_leases(snap, backend, txn)
             _import_meta(snap, backend, txn)
@@ -196,6 +196,14 @@ def _build(snap: Snapshot, server: ServerConfig, tmp: Path) -> RestoreResult:
     finally:
         wal.close()
     return RestoreResult(tmp, server.member_id, server.cluster_id, revision, keys, leases, skipped)
+
+
+@contextlib.contextmanager
+def _lmdb_errors(snap: Snapshot) -> Iterator[None]:
+    try:
+        yield
+    except lmdb.Error as exc:  # e.g. a user or role name longer than LMDB's 511-byte keys
+        raise SnapshotError(f"snapshot {snap.path} holds a record raftkv's backend cannot store: {exc}") from exc
 
 
 def _import_keys(snap: Snapshot, backend: Backend, txn: lmdb.Transaction) -> int:

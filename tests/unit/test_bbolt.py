@@ -4,6 +4,7 @@ refused with an error naming the page and the problem. Files real etcd writes: t
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 from pathlib import Path
@@ -323,3 +324,55 @@ def test_a_bucket_whose_root_is_its_parents_page() -> None:
     struct.pack_into("<Q", data, at, outer.root)
     problems = BoltFile(bytes(data)).check()
     assert any("multiple references" in p for p in problems), problems
+
+
+SAMPLE = bytes(
+    build(
+        [
+            (b"key", Nested([(b"k%05d" % i, b"v" * (i % 120)) for i in range(600)] + [(b"zbig", b"B" * 9000)])),
+            (b"meta", Nested([(b"m", b"1")])),
+            (b"nest", Nested([(b"in", Nested([(b"a", b"b")])), (b"x", b"y")])),
+        ]
+    )
+)
+
+
+def read_everything(data: bytes) -> None:
+    db = BoltFile(data)
+    db.check()
+    for _, bucket in db.root().buckets():
+        for key, value, flags in bucket.entries():
+            if flags & 1:
+                list(bucket._child(key, value).entries())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(  # anywhere, or in the headers and element tables at the start of a page
+                st.integers(0, len(SAMPLE) - 1),
+                st.tuples(st.integers(0, len(SAMPLE) // PS - 1), st.integers(0, 200)).map(lambda t: t[0] * PS + t[1]),
+            ),
+            st.integers(1, 255),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_damage_anywhere_is_a_bbolt_error_never_a_crash(flips: list[tuple[int, int]]) -> None:
+    data = bytearray(SAMPLE)
+    for at, mask in flips:
+        data[at] ^= mask
+    with contextlib.suppress(BboltError):  # a BboltError is the only acceptable failure
+        read_everything(bytes(data))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, len(SAMPLE)))
+def test_a_file_cut_anywhere_is_a_bbolt_error(length: int) -> None:
+    if length == len(SAMPLE):
+        read_everything(SAMPLE)
+        return
+    with pytest.raises(BboltError):
+        read_everything(SAMPLE[:length])

@@ -305,6 +305,7 @@ def test_records_that_do_not_decode_are_refused(tmp_path: Path) -> None:
             "meta finishedCompactRev is 2 bytes",
         ),
         ([(b"meta", Nested())], "has no key bucket"),
+        ([(b"authUsers", Nested([(b"u" * 600, b"x")])), (b"key", Nested())], "cannot store"),
     ]
     for n, (buckets, problem) in enumerate(cases):
         path = write_with_sha(tmp_path / f"bad{n}.db", buckets)
