@@ -47,6 +47,12 @@ def _chaos(args: argparse.Namespace) -> int:
     return chaos.main(args.chaos_args)
 
 
+def _snapshot(args: argparse.Namespace) -> int:
+    from raftkv_cmd import snapshot
+
+    return snapshot.main(args.snapshot_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raftkv", description="An etcd-compatible, Raft-replicated key-value store.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     chaos = sub.add_parser("chaos", add_help=False, prefix_chars="\0", help="Jepsen-style tests (chaos -h)")
     chaos.add_argument("chaos_args", nargs=argparse.REMAINDER)
     chaos.set_defaults(func=_chaos)
+    snapshot = sub.add_parser(
+        "snapshot", add_help=False, prefix_chars="\0", help="save, status, restore etcd-format snapshots (snapshot -h)"
+    )
+    snapshot.add_argument("snapshot_args", nargs=argparse.REMAINDER)
+    snapshot.set_defaults(func=_snapshot)
     return parser
 
 

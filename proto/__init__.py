@@ -1,1 +1,1 @@
-"""etcd-compatible protocol buffers (etcdserverpb, mvccpb, authpb) and their generated code."""
+"""etcd-compatible protocol buffers (etcdserverpb, mvccpb, authpb, leasepb) and their generated code."""

@@ -16,6 +16,7 @@ PROTO_FILES = (
     "proto/mvccpb/kv.proto",
     "proto/authpb/auth.proto",
     "proto/etcdserverpb/rpc.proto",
+    "proto/leasepb/lease.proto",
 )
 # Files protoc writes for each .proto (relative to the output root, with .proto removed).
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")

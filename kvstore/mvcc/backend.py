@@ -7,6 +7,9 @@ Buckets (LMDB named databases), as in etcd's bbolt backend:
   transaction as the data it covers, so restart replays exactly the log tail), and
   ``scheduledCompactRev`` / ``finishedCompactRev``.
 - ``lease``, ``members``, ``alarm``, ``auth``: owned by the modules of those names.
+- ``alarm``, ``auth``, ``authUsers``, ``authRoles`` hold etcd's own encodings (an alarm's key is a
+  serialized ``AlarmMember``; users and roles are ``authpb`` records), so snapshots carry them to
+  and from etcd byte for byte (``kvstore.snapshot.etcd_schema`` has the whole mapping).
 
 Commits are not fsynced one by one: the Raft WAL is the durable record and replays whatever the
 backend has not applied. The backend is synced in the background (``sync``), and before the WAL
@@ -27,7 +30,7 @@ from kvstore.errors import StartupError
 
 _U64 = struct.Struct(">Q")
 
-BUCKETS = (b"key", b"meta", b"lease", b"members", b"alarm", b"auth")
+BUCKETS = (b"key", b"meta", b"lease", b"members", b"alarm", b"auth", b"authUsers", b"authRoles")
 DEFAULT_MAP_SIZE = 64 << 30  # address space only; the file grows with the data
 
 

@@ -1,15 +1,25 @@
-"""The etcd Maintenance service: Status and alarm queries (what etcdctl endpoint status/health use)."""
+"""The etcd Maintenance service: Status and alarm queries (what etcdctl endpoint status/health use),
+Snapshot, Hash and HashKV (thin wrappers of ``kvstore.snapshot.maintenance``)."""
 
 from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import AsyncIterator
 
 import grpc
 
 from kvstore.server.member import VERSION, Member
 from kvstore.server.rpc import etcd_status, unimplemented
+from kvstore.snapshot.maintenance import hash_backend, hash_kv, make_snapshot, snapshot_chunks
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
+from raft.snapshot import remove_outgoing
 
 Ctx = grpc.aio.ServicerContext
+log = logging.getLogger("raftkv.maintenance")
+_snapshot_seq = itertools.count()
 
 
 class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
@@ -41,8 +51,22 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         return pb.AlarmResponse()  # no alarm is ever raised yet; etcd's answer to GET has no header
 
     Defragment = unimplemented("Maintenance", "Defragment")
-    Hash = unimplemented("Maintenance", "Hash")
-    HashKV = unimplemented("Maintenance", "HashKV")
+
+    @etcd_status
+    async def Hash(self, request: pb.HashRequest, context: Ctx) -> pb.HashResponse:
+        h, revision = await hash_backend(self.member, VERSION)
+        resp = pb.HashResponse(hash=h)
+        resp.header.revision = revision
+        self.member.fill_header(resp.header)
+        return resp
+
+    @etcd_status
+    async def HashKV(self, request: pb.HashKVRequest, context: Ctx) -> pb.HashKVResponse:
+        h, current_rev, compact_rev = await hash_kv(self.member, request.revision)
+        resp = pb.HashKVResponse(hash=h, compact_revision=compact_rev)
+        resp.header.revision = current_rev
+        self.member.fill_header(resp.header)
+        return resp
 
     @etcd_status
     async def MoveLeader(self, request: pb.MoveLeaderRequest, context: Ctx) -> pb.MoveLeaderResponse:
@@ -57,6 +81,18 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     Downgrade = unimplemented("Maintenance", "Downgrade")
 
-    async def Snapshot(self, request: pb.SnapshotRequest, context: Ctx):  # type: ignore[no-untyped-def]  # noqa: ANN201
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: Maintenance.Snapshot is not implemented")
-        yield pb.SnapshotResponse()  # pragma: no cover (makes this a streaming handler)
+    async def Snapshot(self, request: pb.SnapshotRequest, context: Ctx) -> AsyncIterator[pb.SnapshotResponse]:
+        member = self.member
+        folder = member.snapshot_dir() / f"outgoing-etcd-{os.getpid()}-{next(_snapshot_seq)}"
+        path = folder / "db"
+        try:
+            folder.mkdir(parents=True)
+            size = await make_snapshot(member, path, VERSION)
+            log.info("sending database snapshot to client", extra={"total_bytes": size})
+            for blob, remaining in snapshot_chunks(path):
+                yield pb.SnapshotResponse(remaining_bytes=remaining, blob=blob)
+        except OSError as exc:
+            log.warning("cannot send a snapshot", extra={"error": str(exc)})
+            await context.abort(grpc.StatusCode.UNKNOWN, f"raftkv: cannot make a snapshot: {exc}")
+        finally:
+            remove_outgoing(path)

@@ -17,7 +17,6 @@ import heapq
 import itertools
 import logging
 import os
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from kvstore.lease import Lessor, min_lease_ttl
 from kvstore.lease.runner import LeaseRunner
 from kvstore.membership import MemberInfo
 from kvstore.mvcc import Backend, KVStore
+from kvstore.mvcc.shared_lock import SharedLock
 from kvstore.mvcc.store import CompactionJob
 from kvstore.watch import WatchHub
 from proto.etcdserverpb import rpc_pb2 as pb
@@ -57,7 +57,7 @@ class Member:
         )
         self.known_members = {mid: MemberInfo(mid, name, urls) for mid, (name, urls) in cfg.members.items()}
         self._snapshot_seq = itertools.count()
-        self._backend_lock = threading.Lock()
+        self._backend_lock = SharedLock()
         self.published = asyncio.Event()  # set once this member's attributes are in the applied log
         # request ids as etcd makes them: the low 16 bits of the member id on top, then a counter
         # started from the clock (so sizes, and the request-size limit, match etcd's to the byte)
@@ -132,24 +132,34 @@ class Member:
     def apply_conf_change(self, index: int, term: int, kind: str, member_id: int, context: bytes) -> None:
         self.applier.apply_conf_change(index, term, kind, member_id, context, self.known_members.get(member_id))
 
-    # Worker threads sync and copy the backend; _backend_lock keeps them off an environment that
-    # install_snapshot is closing (that waits for them, on the event loop, which is rare and short).
+    # Worker threads sync, copy and hash the backend holding _backend_lock shared; install_snapshot
+    # holds it exclusively while it closes the environment (waiting for them, on the event loop,
+    # which is rare).
+
+    @property
+    def backend_lock(self) -> SharedLock:
+        """Held shared by whoever reads the backend from a worker thread (kvstore.snapshot.maintenance)."""
+        return self._backend_lock
+
+    def snapshot_dir(self) -> Path:
+        """Where copies of the backend are made (the raft snapshot directory, cleaned at start)."""
+        return self.cfg.data_dir / "member" / "snap"
 
     def sync(self) -> None:
-        with self._backend_lock:
+        with self._backend_lock.shared():
             self.backend.sync()
 
     def snapshot_file(self, directory: Path) -> Path:
         """A consistent, compacted copy of the backend (LMDB copies from one read transaction)."""
         out = directory / f"outgoing-{os.getpid()}-{next(self._snapshot_seq)}"
         out.mkdir(parents=True)
-        with self._backend_lock:
+        with self._backend_lock.shared():
             self.backend.env.copy(str(out), compact=True)
         return out / "data.mdb"
 
     def install_snapshot(self, path: Path) -> None:
         """Replaces the backend by a snapshot received from the leader and reloads everything from it."""
-        with self._backend_lock:
+        with self._backend_lock.exclusive():
             db_dir = self.backend.path
             self.backend.close()
             (db_dir / "lock.mdb").unlink(missing_ok=True)

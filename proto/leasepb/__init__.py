@@ -1,0 +1,1 @@
+"""Generated code for the leasepb package; regenerate with `python -m proto.generate`."""
