@@ -104,6 +104,10 @@ class ServerCall:
     def cancelled(self) -> bool:
         return self.finished
 
+    def fail(self, exc: BaseException) -> None:
+        """Ends the call now with the status for exc (from another task than the handler's too)."""
+        self._session.fail(self, exc)
+
     # ---- streams ----
 
     async def write(self, message: Any) -> None:

@@ -263,7 +263,7 @@ class GrpcSession:
         try:
             result = method.handler(request, call)
         except BaseException as exc:
-            self._fail(call, exc)
+            self.fail(call, exc)
             return
         if hasattr(result, "SerializeToString"):
             self._respond(call, result)
@@ -290,7 +290,7 @@ class GrpcSession:
             return
         exc = fut.exception()
         if exc is not None:
-            self._fail(call, exc)
+            self.fail(call, exc)
         else:
             self._respond(call, fut.result())
 
@@ -302,7 +302,7 @@ class GrpcSession:
             return
         exc = fut.exception()
         if exc is not None:
-            self._fail(call, exc)
+            self.fail(call, exc)
         else:
             self.finish(call, StatusCode.OK, "")
 
@@ -318,7 +318,7 @@ class GrpcSession:
         self._stop_receiving(sid)
         self.on_output()
 
-    def _fail(self, call: ServerCall, exc: BaseException) -> None:
+    def fail(self, call: ServerCall, exc: BaseException) -> None:
         if isinstance(exc, GrpcError):
             self.finish(call, exc.code, exc.message)
             return

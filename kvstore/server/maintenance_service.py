@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import grpc
-
+from frontend.grpc import GrpcError, ServerCall, StatusCode
 from kvstore.server.member import VERSION, Member
-from kvstore.server.rpc import etcd_status, unimplemented
+from kvstore.server.rpc import unimplemented
 from proto.etcdserverpb import rpc_pb2 as pb
-from proto.etcdserverpb import rpc_pb2_grpc
-
-Ctx = grpc.aio.ServicerContext
 
 
-class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+class MaintenanceService:
     def __init__(self, member: Member) -> None:
         self.member = member
 
-    @etcd_status
-    async def Status(self, request: pb.StatusRequest, context: Ctx) -> pb.StatusResponse:
+    def Status(self, request: pb.StatusRequest, call: ServerCall) -> pb.StatusResponse:
         member = self.member
         backend = member.backend
         resp = pb.StatusResponse(
@@ -34,22 +29,20 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         member.fill_header(resp.header)
         return resp
 
-    @etcd_status
-    async def Alarm(self, request: pb.AlarmRequest, context: Ctx) -> pb.AlarmResponse:
+    def Alarm(self, request: pb.AlarmRequest, call: ServerCall) -> pb.AlarmResponse:
         if request.action != pb.AlarmRequest.GET:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: raising or clearing alarms is not implemented")
+            raise GrpcError(StatusCode.UNIMPLEMENTED, "raftkv: raising or clearing alarms is not implemented")
         return pb.AlarmResponse()  # no alarm is ever raised yet; etcd's answer to GET has no header
 
     Defragment = unimplemented("Maintenance", "Defragment")
     Hash = unimplemented("Maintenance", "Hash")
     HashKV = unimplemented("Maintenance", "HashKV")
 
-    @etcd_status
-    async def MoveLeader(self, request: pb.MoveLeaderRequest, context: Ctx) -> pb.MoveLeaderResponse:
+    async def MoveLeader(self, request: pb.MoveLeaderRequest, call: ServerCall) -> pb.MoveLeaderResponse:
         member = self.member
         transfer = getattr(member.log, "transfer_leader", None)
         if transfer is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: this member's log cannot move leadership")
+            raise GrpcError(StatusCode.UNIMPLEMENTED, "raftkv: this member's log cannot move leadership")
         await transfer(request.targetID)
         resp = pb.MoveLeaderResponse()
         member.fill_header(resp.header)
@@ -57,6 +50,5 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     Downgrade = unimplemented("Maintenance", "Downgrade")
 
-    async def Snapshot(self, request: pb.SnapshotRequest, context: Ctx):  # type: ignore[no-untyped-def]  # noqa: ANN201
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: Maintenance.Snapshot is not implemented")
-        yield pb.SnapshotResponse()  # pragma: no cover (makes this a streaming handler)
+    async def Snapshot(self, request: pb.SnapshotRequest, call: ServerCall) -> None:
+        raise GrpcError(StatusCode.UNIMPLEMENTED, "raftkv: Maintenance.Snapshot is not implemented")
