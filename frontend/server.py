@@ -40,10 +40,13 @@ class FrontendServer:
     def _protocol(self) -> ClientProtocol:
         return ClientProtocol(self, self.methods, self.config, self.http1, self.error_status, self.services)
 
-    async def listen(self, host: str, port: int) -> int:
-        """Starts listening on host:port (port 0: any) and returns the port; OSError if it cannot."""
+    async def listen(self, host: str, port: int, reuse_port: bool = False) -> int:
+        """Starts listening on host:port (port 0: any) and returns the port; OSError if it cannot.
+        With reuse_port, processes share the port (SO_REUSEPORT; benchmarks only)."""
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(self._protocol, host or None, port, reuse_address=True, backlog=1024)
+        server = await loop.create_server(
+            self._protocol, host or None, port, reuse_address=True, reuse_port=reuse_port or None, backlog=1024
+        )
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[1]
         for sock in server.sockets:
