@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from frontend.grpc import GrpcSession, Method
 from frontend.grpc._session import ErrorStatus
@@ -231,10 +231,10 @@ class ClientProtocol(asyncio.Protocol):
         self._activity = activity
         if not streams and now - self._idle_since >= cfg.idle_timeout:
             log.debug("closing an idle connection")
-            self.shutdown() if h2 is not None else self._close_transport()
-            if h2 is not None and h2.open_streams == 0:
-                self._flush()
-                self._close_transport()
+            if h2 is not None:
+                h2.close(ErrorCode.NO_ERROR)
+                self._flush()  # writes the GOAWAY (and closes: no stream is open)
+            self._close_transport()
             return
         if received:
             self._pinged_at = None
@@ -249,6 +249,3 @@ class ClientProtocol(asyncio.Protocol):
                 return
         wait = cfg.keepalive_timeout if self._pinged_at is not None else cfg.keepalive_interval
         self._arm(min(wait, cfg.idle_timeout))
-
-    def describe(self) -> dict[str, Any]:
-        return {"streams": self.open_streams, "http2": self.h2 is not None}
