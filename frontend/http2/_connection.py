@@ -255,6 +255,8 @@ class H2Connection:
     def _closed_stream_frame(self, stream_id: int, what: str) -> None:
         """DATA or HEADERS for a stream that is not open: the error RFC 9113 §5.1 names, or nothing."""
         if stream_id > self.last_stream_id:
+            if self.goaway_sent is not None:
+                return  # a stream the peer opened after our GOAWAY: ignored (RFC 9113 §6.8)
             raise PeerConnectionError(ErrorCode.PROTOCOL_ERROR, f"{what} on idle stream {stream_id}")
         why = self._closed.get(stream_id)
         if why == _SENT_RST:
@@ -420,7 +422,7 @@ class H2Connection:
             raise PeerConnectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM payload must be 4 bytes")
         stream = self.streams.get(stream_id)
         if stream is None:
-            if stream_id > self.last_stream_id:
+            if stream_id > self.last_stream_id and self.goaway_sent is None:
                 raise PeerConnectionError(ErrorCode.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
             return
         self._close(stream, _RECV_RST)
@@ -483,7 +485,7 @@ class H2Connection:
             return
         stream = self.streams.get(stream_id)
         if stream is None:
-            if stream_id > self.last_stream_id:
+            if stream_id > self.last_stream_id and self.goaway_sent is None:
                 raise PeerConnectionError(ErrorCode.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream_id}")
             return  # closed: frames in flight are allowed
         if not increment:

@@ -416,7 +416,10 @@ def test_graceful_goaway_finishes_open_streams_and_ignores_new_ones() -> None:
     peer.headers(1, end_stream=True)
     conn.close()
     assert goaway(peer) == (1, ErrorCode.NO_ERROR)
-    assert not of(peer.headers(3, end_stream=True), RequestReceived)
+    assert not of(peer.headers(3), RequestReceived)
+    peer.data(3, b"sent before it saw our GOAWAY", end_stream=True)
+    peer.send(frame(f.RST_STREAM, 0, 3, b"\0\0\0\x08"))
+    assert not peer.conn.terminated and not peer.read()  # ignored
     conn.send_headers(1, OK)
     conn.send_data(1, b"done", end_stream=True)
     assert [fr.type for fr in peer.read()] == [f.HEADERS, f.DATA]
