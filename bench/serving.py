@@ -20,6 +20,9 @@ Options (``NAME`` or ``NAME-xN`` for N processes sharing one port with ``SO_REUS
 - ``aio-generic-decode``: as ``aio-generic``, but the handler decodes the request
   (``RangeRequest.FromString``), as a server must to know which key to read;
 - ``aio-generic-default``: ``aio-generic`` on the default asyncio loop;
+- ``frontend``: raftkv's own front end (``frontend``: HTTP/2 and gRPC on asyncio Protocols, what
+  members serve with) on uvloop; the handler decodes the request and encodes the response message,
+  as a member's serializable Range does; ``frontend-default`` is the same on the default loop;
 - ``sync-N``: the synchronous ``grpc.server`` with a pool of N threads, generated servicer;
 - ``sync-generic-N``: the synchronous server with the raw-bytes generic handler;
 - ``...+gc``: ``gc.freeze()`` after start-up and a generation-0 threshold of 50,000 instead of 700
@@ -80,6 +83,7 @@ from proto.mvccpb import kv_pb2
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = "aio-uvloop"  # how raftkv serves today
 DEFAULT_OPTIONS = (
+    "frontend",
     "aio",
     "aio-uvloop",
     "aio-generic",
@@ -92,7 +96,7 @@ DEFAULT_OPTIONS = (
 BASES = ("aio", "aio-uvloop", "aio-generic", "aio-generic-decode", "aio-generic-default")
 INFO_METHOD = "/bench.Serving/Info"
 _OPTION = re.compile(
-    r"^(?P<base>aio(?:-uvloop|-generic(?:-decode|-default)?)?|sync(?:-generic)?-(?P<threads>\d+))"
+    r"^(?P<base>aio(?:-uvloop|-generic(?:-decode|-default)?)?|sync(?:-generic)?-(?P<threads>\d+)|frontend(?:-default)?)"
     r"(?P<mods>(?:\+(?:gc|tput))*)(?:-x(?P<procs>\d+))?$"
 )
 
@@ -135,8 +139,12 @@ class Option:
         return "generic" in self.base
 
     @property
+    def frontend(self) -> bool:
+        return self.base.startswith("frontend")
+
+    @property
     def uvloop(self) -> bool:
-        return self.base not in ("aio", "aio-generic-default") and not self.sync
+        return self.base not in ("aio", "aio-generic-default", "frontend-default") and not self.sync
 
 
 def parse_option(name: str) -> Option:
@@ -239,6 +247,35 @@ async def serve_aio(option: Option, port: int, reuseport: bool) -> None:
     await server.stop(0)
 
 
+class _Raw(bytes):
+    """Bytes answered as they are (the Info method's JSON)."""
+
+    def SerializeToString(self) -> bytes:
+        return bytes(self)
+
+
+def _frontend_range(request: pb.RangeRequest, call: object) -> pb.RangeResponse:
+    return RESPONSE
+
+
+async def serve_frontend(port: int, reuseport: bool) -> None:
+    from frontend.grpc import Kind, Method
+    from frontend.server import FrontendServer
+    from proto.wire import parser
+
+    methods = {
+        "/etcdserverpb.KV/Range": Method(Kind.UNARY, _frontend_range, parser(pb.RangeRequest)),
+        INFO_METHOD: Method(Kind.UNARY, lambda request, call: _Raw(_info()), bytes),
+    }
+    server = FrontendServer(methods)
+    await server.listen("127.0.0.1", port, reuse_port=reuseport)
+    print("ready", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(0)
+
+
 def serve(option: Option, port: int, reuseport: bool) -> None:
     if option.gc:
         gc.collect()
@@ -246,6 +283,13 @@ def serve(option: Option, port: int, reuseport: bool) -> None:
         gc.set_threshold(50_000, 20, 100)  # default 700, 10, 10: a young collection every 700 allocations
     if option.sync:
         serve_sync(option, port, reuseport)
+    elif option.frontend:
+        if option.uvloop:
+            import uvloop
+
+            uvloop.run(serve_frontend(port, reuseport))
+        else:
+            asyncio.run(serve_frontend(port, reuseport))
     elif option.uvloop:
         import uvloop
 

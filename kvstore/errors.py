@@ -41,15 +41,6 @@ DuplicateKey = _error("DuplicateKey", _C.INVALID_ARGUMENT, "etcdserver: duplicat
 RequestTooLarge = _error("RequestTooLarge", _C.INVALID_ARGUMENT, "etcdserver: request is too large")
 
 
-class MessageTooLarge(EtcdError):
-    """A request over the gRPC receive limit, worded as etcd's Go gRPC server words it."""
-
-    code = _C.RESOURCE_EXHAUSTED
-
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"grpc: received message larger than max ({size} vs. {limit})")
-
-
 TooManyRequests = _error("TooManyRequests", _C.RESOURCE_EXHAUSTED, "etcdserver: too many requests")
 
 # mvcc

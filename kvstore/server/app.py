@@ -1,8 +1,10 @@
-"""A member process's lifecycle: open the data, start the log and the gRPC server, serve, stop.
+"""A member process's lifecycle: open the data, start the log and the client front end, serve, stop.
 
-Startup refuses to run on damaged data (``StartupError`` with the file named). Shutdown is
-graceful on SIGTERM and SIGINT: the gRPC server stops taking calls and gives running ones a
-moment, then the log and the backend are closed. A failure of the log itself (a failed fsync)
+Clients are served by raftkv's own front end (``frontend``: gRPC over HTTP/2 on asyncio, HTTP/1.1
+on the same port) from the dispatch table of ``kvstore.server.routes``. Startup refuses to run on
+damaged data (``StartupError`` with the file named). Shutdown is graceful on SIGTERM and SIGINT:
+the front end stops taking calls (GOAWAY) and gives running ones a moment, then the log and the
+backend are closed. A failure of the log itself (a failed fsync)
 stops the member with exit code 1: it must never acknowledge what it did not persist.
 """
 
@@ -13,18 +15,15 @@ import gc
 import logging
 import signal
 
-import grpc
-
+from frontend.protocol import FrontendConfig
+from frontend.server import FrontendServer
 from kvstore.config import GRPC_OVERHEAD_BYTES, ServerConfig, peer_address
 from kvstore.errors import StartupError
 from kvstore.mvcc import Backend
-from kvstore.server.cluster_service import ClusterService
-from kvstore.server.kv_service import KVService
 from kvstore.server.lease_service import LeaseService
-from kvstore.server.maintenance_service import MaintenanceService
 from kvstore.server.member import Member
-from kvstore.server.watch_service import WatchService
-from proto.etcdserverpb import rpc_pb2_grpc
+from kvstore.server.routes import member_services, methods
+from kvstore.server.rpc import error_status
 from raft.node import RaftNode
 
 log = logging.getLogger("raftkv.server")
@@ -32,24 +31,21 @@ log = logging.getLogger("raftkv.server")
 GRACE_SECONDS = 2.0
 
 
-def grpc_options(cfg: ServerConfig) -> list[tuple[str, int]]:
-    return [
-        # twice etcd's limit: requests between the two are refused by the services with etcd's
-        # own wording (kvstore.errors.MessageTooLarge); gRPC refuses anything larger itself
-        ("grpc.max_receive_message_length", 2 * (cfg.max_request_bytes + GRPC_OVERHEAD_BYTES)),
-        ("grpc.max_send_message_length", 2**31 - 1),
-        ("grpc.max_concurrent_streams", 2**31 - 1),
-        ("grpc.so_reuseport", 0),  # a second process on the same port must fail, not share it
-        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-        ("grpc.keepalive_permit_without_calls", 1),
-    ]
+def frontend_config(cfg: ServerConfig) -> FrontendConfig:
+    # etcd's receive limit: --max-request-bytes plus gRPC's overhead allowance (2 MiB by default)
+    return FrontendConfig(max_receive_message_length=cfg.max_request_bytes + GRPC_OVERHEAD_BYTES)
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 class MemberServer:
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
         self.member: Member | None = None
-        self.grpc_server: grpc.aio.Server | None = None
+        self.frontend: FrontendServer | None = None
         self.ports: list[int] = []
         self.lease_service: LeaseService | None = None
 
@@ -76,23 +72,15 @@ class MemberServer:
         # like etcd, serve clients once this member's name and client URLs are in the log (what
         # MemberList and endpoint discovery show); that needs a leader and a quorum
         await member.published.wait()
-        server = grpc.aio.server(options=grpc_options(cfg))
-        rpc_pb2_grpc.add_KVServicer_to_server(KVService(member), server)
-        rpc_pb2_grpc.add_WatchServicer_to_server(WatchService(member), server)
-        self.lease_service = LeaseService(member)
-        rpc_pb2_grpc.add_LeaseServicer_to_server(self.lease_service, server)
-        rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(member), server)
-        rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(member), server)
+        services, self.lease_service = member_services(member)
+        server = FrontendServer(methods(services), frontend_config(cfg), error_status=error_status)
+        self.frontend = server
         for address in cfg.client_bind_addresses():
             try:
-                port = server.add_insecure_port(address)
-            except RuntimeError as exc:
+                port = await server.listen(*split_host_port(address))
+            except OSError as exc:
                 raise StartupError(f"cannot listen for clients on {address}: {exc}") from exc
-            if not port:
-                raise StartupError(f"cannot listen for clients on {address}")
             self.ports.append(port)
-        await server.start()
-        self.grpc_server = server
         log.info(
             "serving client requests",
             extra={
@@ -107,8 +95,8 @@ class MemberServer:
         )
 
     async def stop(self) -> None:
-        if self.grpc_server is not None:
-            await self.grpc_server.stop(GRACE_SECONDS)
+        if self.frontend is not None:
+            await self.frontend.stop(GRACE_SECONDS)
         if self.lease_service is not None:
             await self.lease_service.close()
         if self.member is not None:

@@ -1,23 +1,18 @@
-"""The etcd Cluster service: membership as this member knows it."""
+"""The etcd Cluster service: membership as this member knows it (MemberList; changes are not served yet)."""
 
 from __future__ import annotations
 
-import grpc
-
+from frontend.grpc import ServerCall
 from kvstore.server.member import Member
-from kvstore.server.rpc import etcd_status, unimplemented
+from kvstore.server.rpc import unimplemented
 from proto.etcdserverpb import rpc_pb2 as pb
-from proto.etcdserverpb import rpc_pb2_grpc
-
-Ctx = grpc.aio.ServicerContext
 
 
-class ClusterService(rpc_pb2_grpc.ClusterServicer):
+class ClusterService:
     def __init__(self, member: Member) -> None:
         self.member = member
 
-    @etcd_status
-    async def MemberList(self, request: pb.MemberListRequest, context: Ctx) -> pb.MemberListResponse:
+    async def MemberList(self, request: pb.MemberListRequest, call: ServerCall) -> pb.MemberListResponse:
         member = self.member
         if request.linearizable:
             await member.read_barrier()

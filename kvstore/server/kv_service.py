@@ -1,76 +1,81 @@
-"""The etcd KV service: Range, Put, DeleteRange, Txn and Compact."""
+"""The etcd KV service: Range, Put, DeleteRange, Txn and Compact, as handlers of decoded requests.
+
+A serializable read is answered synchronously (no task, no await); linearizable reads wait for the
+read index and writes for their entry to be applied, as coroutines. The receive limit (etcd's
+--max-request-bytes plus gRPC's allowance) is enforced by the front end before decoding.
+"""
 
 from __future__ import annotations
 
-import grpc
-from google.protobuf.message import Message
+from collections.abc import Awaitable
 
+from frontend.grpc import ServerCall
 from kvstore.apply import CompactResult, Op
 from kvstore.apply.kv import do_range, do_txn, is_txn_readonly, is_txn_serializable
-from kvstore.config import GRPC_OVERHEAD_BYTES
-from kvstore.errors import MessageTooLarge
 from kvstore.server.member import Member
-from kvstore.server.rpc import etcd_status
 from kvstore.server.validate import check_delete, check_put, check_range, check_txn
 from proto.etcdserverpb import rpc_pb2 as pb
-from proto.etcdserverpb import rpc_pb2_grpc
-
-Ctx = grpc.aio.ServicerContext
 
 
-class KVService(rpc_pb2_grpc.KVServicer):
+class KVService:
     def __init__(self, member: Member) -> None:
         self.member = member
-        self.max_message = member.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES
 
-    def _check_message_size(self, request: Message) -> None:
-        size = request.ByteSize()
-        if size > self.max_message:
-            raise MessageTooLarge(size, self.max_message)
-
-    @etcd_status
-    async def Range(self, request: pb.RangeRequest, context: Ctx) -> pb.RangeResponse:
-        check_range(request)
+    def _range_now(self, request: pb.RangeRequest) -> pb.RangeResponse:
         member = self.member
-        if not request.serializable:
-            await member.read_barrier()
         with member.store.read() as view:
             resp = do_range(view, request)
         member.fill_header(resp.header)
         return resp
 
-    @etcd_status
-    async def Put(self, request: pb.PutRequest, context: Ctx) -> pb.PutResponse:
-        self._check_message_size(request)
+    async def _range_linearizable(self, request: pb.RangeRequest) -> pb.RangeResponse:
+        await self.member.read_barrier()
+        return self._range_now(request)
+
+    def Range(self, request: pb.RangeRequest, call: ServerCall) -> pb.RangeResponse | Awaitable[pb.RangeResponse]:
+        check_range(request)
+        if request.serializable:
+            return self._range_now(request)
+        return self._range_linearizable(request)
+
+    async def Put(self, request: pb.PutRequest, call: ServerCall) -> pb.PutResponse:
         check_put(request)
         resp = await self.member.propose(Op.PUT, request.SerializeToString())
         self.member.fill_header(resp.header)  # type: ignore[attr-defined]
         return resp  # type: ignore[return-value]
 
-    @etcd_status
-    async def DeleteRange(self, request: pb.DeleteRangeRequest, context: Ctx) -> pb.DeleteRangeResponse:
+    async def DeleteRange(self, request: pb.DeleteRangeRequest, call: ServerCall) -> pb.DeleteRangeResponse:
         check_delete(request)
         resp = await self.member.propose(Op.DELETE_RANGE, request.SerializeToString())
         self.member.fill_header(resp.header)  # type: ignore[attr-defined]
         return resp  # type: ignore[return-value]
 
-    @etcd_status
-    async def Txn(self, request: pb.TxnRequest, context: Ctx) -> pb.TxnResponse:
+    def _txn_read(self, request: pb.TxnRequest) -> pb.TxnResponse:
         member = self.member
-        self._check_message_size(request)
-        check_txn(request, member.cfg.max_txn_ops)
-        if is_txn_readonly(request):
-            if not is_txn_serializable(request):
-                await member.read_barrier()
-            with member.store.read() as view:
-                resp = do_txn(view, request, None, write=False)
-        else:
-            resp = await member.propose(Op.TXN, request.SerializeToString())  # type: ignore[assignment]
+        with member.store.read() as view:
+            resp = do_txn(view, request, None, write=False)
         member.fill_header(resp.header)
         return resp
 
-    @etcd_status
-    async def Compact(self, request: pb.CompactionRequest, context: Ctx) -> pb.CompactionResponse:
+    async def _txn_linearizable(self, request: pb.TxnRequest) -> pb.TxnResponse:
+        await self.member.read_barrier()
+        return self._txn_read(request)
+
+    async def _txn_write(self, request: pb.TxnRequest) -> pb.TxnResponse:
+        member = self.member
+        resp = await member.propose(Op.TXN, request.SerializeToString())
+        member.fill_header(resp.header)  # type: ignore[attr-defined]
+        return resp  # type: ignore[return-value]
+
+    def Txn(self, request: pb.TxnRequest, call: ServerCall) -> pb.TxnResponse | Awaitable[pb.TxnResponse]:
+        check_txn(request, self.member.cfg.max_txn_ops)
+        if not is_txn_readonly(request):
+            return self._txn_write(request)
+        if is_txn_serializable(request):
+            return self._txn_read(request)
+        return self._txn_linearizable(request)
+
+    async def Compact(self, request: pb.CompactionRequest, call: ServerCall) -> pb.CompactionResponse:
         member = self.member
         result = await member.propose(Op.COMPACT, request.SerializeToString())
         assert isinstance(result, CompactResult)

@@ -29,22 +29,20 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
 
+from frontend.grpc import ServerCall
 from kvstore.apply import Op
 from kvstore.errors import EtcdError, NoLeader, NotLeader, Timeout
 from kvstore.lease.lessor import Lessor, NotPrimary
 from kvstore.lease.runner import LeaseRunner
 from kvstore.server.member import Member
-from kvstore.server.rpc import etcd_status
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
-
-Ctx = grpc.aio.ServicerContext
 
 log = logging.getLogger("raftkv.lease")
 
@@ -82,8 +80,8 @@ def client_address(url: str) -> str | None:
     return f"[{host}]:{parts.port}" if ":" in host else f"{host}:{parts.port}"
 
 
-def _is_forwarded(context: Ctx) -> bool:
-    return any(key == FORWARDED_KEY for key, _ in context.invocation_metadata() or ())
+def _is_forwarded(call: ServerCall) -> bool:
+    return call.metadata(FORWARDED_KEY) is not None
 
 
 class _LinkBroken(Exception):
@@ -219,8 +217,8 @@ class LeaderLink:
 class _Stream:
     """One LeaseKeepAlive call: serialized writes, bounded concurrent slow renewals, first error wins."""
 
-    def __init__(self, context: Ctx) -> None:
-        self.context = context
+    def __init__(self, call: ServerCall) -> None:
+        self.call = call
         self.error: EtcdError | None = None
         self._lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(STREAM_CONCURRENCY)
@@ -231,7 +229,7 @@ class _Stream:
         if self.error is not None:
             return
         async with self._lock:
-            await self.context.write(resp)
+            await self.call.write(resp)
 
     async def send_inline(self, resp: pb.LeaseKeepAliveResponse) -> None:
         """Writes from the reading loop: without the lock when no task exists (none can write meanwhile,
@@ -239,7 +237,7 @@ class _Stream:
         if self._tasks:
             await self.send(resp)
         elif self.error is None:
-            await self.context.write(resp)
+            await self.call.write(resp)
 
     async def spawn(self, coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         await self._slots.acquire()
@@ -257,8 +255,7 @@ class _Stream:
         if self.error is not None:
             return
         self.error = exc
-        with contextlib.suppress(grpc.aio.AbortError, grpc.aio.UsageError, RuntimeError):
-            await self.context.abort(exc.code, exc.message)
+        self.call.fail(exc)  # ends the call with etcd's status (the reading loop's task is cancelled)
 
     async def finish(self) -> None:
         """The client stopped sending: answer what it already asked (each renewal has its own timeout)."""
@@ -273,7 +270,7 @@ class _Stream:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class LeaseService(rpc_pb2_grpc.LeaseServicer):
+class LeaseService:
     def __init__(self, member: Member) -> None:
         self.member = member
         self.link = LeaderLink(member)
@@ -293,8 +290,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
 
     # ---- through the log ----
 
-    @etcd_status
-    async def LeaseGrant(self, request: pb.LeaseGrantRequest, context: Ctx) -> pb.LeaseGrantResponse:
+    async def LeaseGrant(self, request: pb.LeaseGrantRequest, call: ServerCall) -> pb.LeaseGrantResponse:
         req = pb.LeaseGrantRequest(ID=request.ID, TTL=request.TTL)
         while req.ID == 0:  # no id given: choose one (positive), as etcd does, before proposing
             req.ID = self._ids.next() & ((1 << 63) - 1)
@@ -302,27 +298,24 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
         self.member.fill_header(resp.header)  # type: ignore[attr-defined]
         return resp  # type: ignore[return-value]
 
-    @etcd_status
-    async def LeaseRevoke(self, request: pb.LeaseRevokeRequest, context: Ctx) -> pb.LeaseRevokeResponse:
+    async def LeaseRevoke(self, request: pb.LeaseRevokeRequest, call: ServerCall) -> pb.LeaseRevokeResponse:
         resp = await self.member.propose(Op.LEASE_REVOKE, request.SerializeToString())
         self.member.fill_header(resp.header)  # type: ignore[attr-defined]
         return resp  # type: ignore[return-value]
 
     # ---- local ----
 
-    @etcd_status
-    async def LeaseLeases(self, request: pb.LeaseLeasesRequest, context: Ctx) -> pb.LeaseLeasesResponse:
+    def LeaseLeases(self, request: pb.LeaseLeasesRequest, call: ServerCall) -> pb.LeaseLeasesResponse:
         resp = pb.LeaseLeasesResponse(leases=[pb.LeaseStatus(ID=lease.id) for lease in self.lessor.leases()])
         self.member.fill_header(resp.header)
         return resp
 
     # ---- answered by the leader ----
 
-    @etcd_status
-    async def LeaseTimeToLive(self, request: pb.LeaseTimeToLiveRequest, context: Ctx) -> pb.LeaseTimeToLiveResponse:
+    async def LeaseTimeToLive(self, request: pb.LeaseTimeToLiveRequest, call: ServerCall) -> pb.LeaseTimeToLiveResponse:
         member = self.member
         deadline = time.monotonic() + self._timeout
-        forwarded = _is_forwarded(context)
+        forwarded = _is_forwarded(call)
         while True:
             left = deadline - time.monotonic()
             if await self._leading(left, forwarded):
@@ -350,13 +343,13 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
         member.fill_header(resp.header)
         return resp
 
-    async def LeaseKeepAlive(self, request_iterator: AsyncIterator[pb.LeaseKeepAliveRequest], context: Ctx) -> None:
+    async def LeaseKeepAlive(self, call: ServerCall) -> None:
         member = self.member
         runner = self.runner
-        forwarded = _is_forwarded(context)
-        stream = _Stream(context)
+        forwarded = _is_forwarded(call)
+        stream = _Stream(call)
         try:
-            async for req in request_iterator:
+            async for req in call:
                 if stream.error is not None:
                     break
                 resp = pb.LeaseKeepAliveResponse(ID=req.ID)

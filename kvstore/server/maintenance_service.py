@@ -6,28 +6,23 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator
 
-import grpc
-
+from frontend.grpc import GrpcError, ServerCall, StatusCode
 from kvstore.server.member import VERSION, Member
-from kvstore.server.rpc import etcd_status, unimplemented
+from kvstore.server.rpc import unimplemented
 from kvstore.snapshot.maintenance import hash_backend, hash_kv, make_snapshot, snapshot_chunks
 from proto.etcdserverpb import rpc_pb2 as pb
-from proto.etcdserverpb import rpc_pb2_grpc
 from raft.snapshot import remove_outgoing
 
-Ctx = grpc.aio.ServicerContext
 log = logging.getLogger("raftkv.maintenance")
 _snapshot_seq = itertools.count()
 
 
-class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+class MaintenanceService:
     def __init__(self, member: Member) -> None:
         self.member = member
 
-    @etcd_status
-    async def Status(self, request: pb.StatusRequest, context: Ctx) -> pb.StatusResponse:
+    def Status(self, request: pb.StatusRequest, call: ServerCall) -> pb.StatusResponse:
         member = self.member
         backend = member.backend
         resp = pb.StatusResponse(
@@ -44,36 +39,32 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         member.fill_header(resp.header)
         return resp
 
-    @etcd_status
-    async def Alarm(self, request: pb.AlarmRequest, context: Ctx) -> pb.AlarmResponse:
+    def Alarm(self, request: pb.AlarmRequest, call: ServerCall) -> pb.AlarmResponse:
         if request.action != pb.AlarmRequest.GET:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: raising or clearing alarms is not implemented")
+            raise GrpcError(StatusCode.UNIMPLEMENTED, "raftkv: raising or clearing alarms is not implemented")
         return pb.AlarmResponse()  # no alarm is ever raised yet; etcd's answer to GET has no header
 
     Defragment = unimplemented("Maintenance", "Defragment")
 
-    @etcd_status
-    async def Hash(self, request: pb.HashRequest, context: Ctx) -> pb.HashResponse:
+    async def Hash(self, request: pb.HashRequest, call: ServerCall) -> pb.HashResponse:
         h, revision = await hash_backend(self.member, VERSION)
         resp = pb.HashResponse(hash=h)
         resp.header.revision = revision
         self.member.fill_header(resp.header)
         return resp
 
-    @etcd_status
-    async def HashKV(self, request: pb.HashKVRequest, context: Ctx) -> pb.HashKVResponse:
+    async def HashKV(self, request: pb.HashKVRequest, call: ServerCall) -> pb.HashKVResponse:
         h, current_rev, compact_rev = await hash_kv(self.member, request.revision)
         resp = pb.HashKVResponse(hash=h, compact_revision=compact_rev)
         resp.header.revision = current_rev
         self.member.fill_header(resp.header)
         return resp
 
-    @etcd_status
-    async def MoveLeader(self, request: pb.MoveLeaderRequest, context: Ctx) -> pb.MoveLeaderResponse:
+    async def MoveLeader(self, request: pb.MoveLeaderRequest, call: ServerCall) -> pb.MoveLeaderResponse:
         member = self.member
         transfer = getattr(member.log, "transfer_leader", None)
         if transfer is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "raftkv: this member's log cannot move leadership")
+            raise GrpcError(StatusCode.UNIMPLEMENTED, "raftkv: this member's log cannot move leadership")
         await transfer(request.targetID)
         resp = pb.MoveLeaderResponse()
         member.fill_header(resp.header)
@@ -81,7 +72,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     Downgrade = unimplemented("Maintenance", "Downgrade")
 
-    async def Snapshot(self, request: pb.SnapshotRequest, context: Ctx) -> AsyncIterator[pb.SnapshotResponse]:
+    async def Snapshot(self, request: pb.SnapshotRequest, call: ServerCall) -> None:
         member = self.member
         folder = member.snapshot_dir() / f"outgoing-etcd-{os.getpid()}-{next(_snapshot_seq)}"
         path = folder / "db"
@@ -90,9 +81,9 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             size = await make_snapshot(member, path, VERSION)
             log.info("sending database snapshot to client", extra={"total_bytes": size})
             for blob, remaining in snapshot_chunks(path):
-                yield pb.SnapshotResponse(remaining_bytes=remaining, blob=blob)
+                await call.write(pb.SnapshotResponse(remaining_bytes=remaining, blob=blob))
         except OSError as exc:
             log.warning("cannot send a snapshot", extra={"error": str(exc)})
-            await context.abort(grpc.StatusCode.UNKNOWN, f"raftkv: cannot make a snapshot: {exc}")
+            raise GrpcError(StatusCode.UNKNOWN, f"raftkv: cannot make a snapshot: {exc}") from None
         finally:
             remove_outgoing(path)

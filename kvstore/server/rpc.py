@@ -1,38 +1,26 @@
-"""Glue between servicer methods and gRPC statuses: etcd errors become etcd's codes and messages."""
+"""The RPC edge: etcd errors become gRPC statuses here and nowhere else, and methods raftkv does
+not serve answer UNIMPLEMENTED (never a fake success)."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import grpc
-
+from frontend.grpc import GrpcError, ServerCall, StatusCode
 from kvstore.errors import EtcdError
 
-T = TypeVar("T")
-Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[T]]
+
+def error_status(exc: BaseException) -> tuple[int, str] | None:
+    """etcd's (code, message) for an EtcdError; None for anything else (an unexpected failure)."""
+    if isinstance(exc, EtcdError):
+        return exc.code.value[0], exc.message
+    return None
 
 
-def etcd_status(method: Handler[T]) -> Handler[T]:
-    """Wraps a unary servicer method so an EtcdError aborts the call with etcd's status."""
+def unimplemented(service: str, name: str) -> Any:
+    """A handler for a method raftkv does not serve yet."""
 
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
-        try:
-            return await method(self, request, context)
-        except EtcdError as exc:
-            await context.abort(exc.code, exc.message)
-            raise  # unreachable: abort raises
-
-    return wrapper
-
-
-def unimplemented(service: str, name: str) -> Handler[Any]:
-    """A method raftkv does not serve yet: UNIMPLEMENTED, never a fake success."""
-
-    async def method(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"raftkv: {service}.{name} is not implemented")
+    def method(self: Any, request: Any, call: ServerCall) -> Any:
+        raise GrpcError(StatusCode.UNIMPLEMENTED, f"raftkv: {service}.{name} is not implemented")
 
     method.__name__ = name
     return method

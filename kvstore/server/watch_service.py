@@ -15,7 +15,7 @@ election timeout, for all such calls together).
 
 A stream whose client stops reading is ended with ``SlowConsumer`` once what it holds back
 passes its memory limit (see ``kvstore.watch.stream``), at once, even while a write is held back
-by the client's flow control (what gRPC still had queued for it is dropped).
+by the client's flow control (what the front end still had queued for it is dropped).
 """
 
 from __future__ import annotations
@@ -24,15 +24,11 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import grpc
-
+from frontend.grpc import ServerCall
 from kvstore.config import GRPC_OVERHEAD_BYTES
 from kvstore.errors import NoLeader
 from kvstore.watch import WatchStream
 from proto.etcdserverpb import rpc_pb2 as pb
-from proto.etcdserverpb import rpc_pb2_grpc
-
-Ctx = grpc.aio.ServicerContext
 
 REQUIRE_LEADER_KEY = "hasleader"  # etcd's rpctypes.MetadataRequireLeaderKey
 REQUIRE_LEADER_VALUE = "true"
@@ -82,34 +78,31 @@ def fragments(resp: pb.WatchResponse, limit: int) -> Iterator[pb.WatchResponse]:
             return
 
 
-def wants_leader(context: Ctx) -> bool:
-    for key, value in context.invocation_metadata() or ():
-        if key == REQUIRE_LEADER_KEY and value == REQUIRE_LEADER_VALUE:
-            return True
-    return False
+def wants_leader(call: ServerCall) -> bool:
+    return call.metadata(REQUIRE_LEADER_KEY) == REQUIRE_LEADER_VALUE
 
 
-class WatchService(rpc_pb2_grpc.WatchServicer):
+class WatchService:
     def __init__(self, member: Any) -> None:
         self.member = member
         self.fragment_limit = member.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES
         self._leader_streams: dict[WatchStream, None] = {}
         self._monitor: asyncio.Task | None = None
 
-    async def Watch(self, request_iterator: AsyncIterator[pb.WatchRequest], context: Ctx) -> None:
+    async def Watch(self, call: ServerCall) -> None:
         member = self.member
-        require_leader = wants_leader(context)
+        require_leader = wants_leader(call)
         if require_leader and not member.log.leader:
-            await context.abort(NoLeader.code, NoLeader.message)
+            raise NoLeader()
         stream = member.watch_hub.new_stream()
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         failed = loop.create_future()
         stream.on_ready = ready.set
         stream.on_failed = lambda: failed.done() or failed.set_result(None)
-        reader = asyncio.ensure_future(self._receive(request_iterator, stream))
+        reader = asyncio.ensure_future(self._receive(call, stream))
         reader.add_done_callback(lambda _: ready.set())
-        sender = asyncio.ensure_future(self._send(context, stream, ready, reader))
+        sender = asyncio.ensure_future(self._send(call, stream, ready, reader))
         if require_leader:
             self._leader_streams[stream] = None
             if self._monitor is None:
@@ -119,7 +112,7 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
             await asyncio.wait((sender, failed), return_when=asyncio.FIRST_COMPLETED)
             error = stream.error
             if error is not None:
-                await context.abort(error.code, error.message)
+                raise error
             await sender
         finally:
             reader.cancel()
@@ -133,10 +126,10 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
         async for req in requests:
             stream.handle(req)
 
-    async def _send(self, context: Ctx, stream: WatchStream, ready: asyncio.Event, reader: asyncio.Future) -> None:
+    async def _send(self, call: ServerCall, stream: WatchStream, ready: asyncio.Event, reader: asyncio.Future) -> None:
         """Sends what the stream queues until it fails or the client's side breaks."""
         fill = self.member.fill_header
-        write = context.write
+        write = call.write
         limit = self.fragment_limit
         pop = stream.pop
         while True:

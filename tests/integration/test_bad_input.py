@@ -106,6 +106,48 @@ def test_arbitrary_bytes_round_trip(kv) -> None:
     assert [x.key for x in got.kvs] == sorted(pairs)
 
 
+def nested_txn(depth: int) -> pb.TxnRequest:
+    """A txn whose success branch holds a txn, depth levels down, ending in one put."""
+    txn = pb.TxnRequest()
+    inner = txn
+    for _ in range(depth):
+        inner = inner.success.add().request_txn
+    inner.success.add().request_put.key = b"deep"
+    return txn
+
+
+def test_message_limit_has_etcds_wording_and_number(server: Process) -> None:
+    # etcd's receive limit is --max-request-bytes (1.5 MiB) plus 512 KiB, and Go's gRPC words the refusal
+    request = pb.PutRequest(key=b"huge", value=b"x" * (10 << 20))
+    with grpc.insecure_channel(server.endpoint, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+        got = status(rpc_pb2_grpc.KVStub(channel).Put, request)
+    assert got == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"grpc: received message larger than max ({request.ByteSize()} vs. 2097152)",
+    )
+
+
+def test_undecodable_request_is_internal_unmarshalling(server: Process) -> None:
+    with grpc.insecure_channel(server.endpoint) as channel:
+        raw = channel.unary_unary("/etcdserverpb.KV/Range", request_serializer=None, response_deserializer=None)
+        for junk in (b"\x0a\x05ab", b"\xff\xff\xff\xff\x0f", b"\x0b\x0b\x0b"):
+            with pytest.raises(grpc.RpcError) as err:
+                raw(junk, timeout=5)
+            assert err.value.code() == grpc.StatusCode.INTERNAL
+            assert err.value.details().startswith("grpc: error unmarshalling request: ")
+
+
+def test_nested_txn_as_deep_as_etcd_takes(kv) -> None:
+    # etcd decodes any depth and refuses by --max-txn-ops (128 by default), one op per level
+    resp = kv.Txn(nested_txn(100), timeout=10)
+    inner = resp
+    for _ in range(100):
+        inner = inner.responses[0].response_txn
+    assert inner.responses[0].HasField("response_put")
+    assert status(kv.Txn, nested_txn(300)) == (INVALID, "etcdserver: too many operations in txn request")
+    assert kv.Range(pb.RangeRequest(key=b"deep"), timeout=10).count == 1
+
+
 def test_garbage_and_hangups_do_not_hurt(server: Process, kv) -> None:
     kv.Put(pb.PutRequest(key=b"before", value=b"1"), timeout=10)
     # raw junk on the socket, and a connection closed in the middle of an HTTP/2 preface

@@ -14,12 +14,14 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
+from frontend.server import FrontendServer
 from kvstore.apply.codec import Op
 from kvstore.errors import EtcdError
 from kvstore.lease import apply_lease_checkpoint, apply_lease_grant, apply_lease_revoke
 from kvstore.lease.runner import LeaseRunner
 from kvstore.membership import MemberInfo
 from kvstore.server.lease_service import FORWARDED, IdGenerator, LeaseService, client_address
+from kvstore.server.routes import serve
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
 from tests.lease.helpers import FakeClock, Node
@@ -94,7 +96,7 @@ class FakeMember:
 class Served:
     member: FakeMember
     service: LeaseService
-    server: grpc.aio.Server
+    server: FrontendServer
     endpoint: str
     channel: grpc.aio.Channel
 
@@ -113,10 +115,8 @@ async def pair(tmp_path):
         node = Node.open(tmp_path / f"m{mid}", clock=clock)
         member = FakeMember(cluster, mid, node)
         service = LeaseService(member)  # type: ignore[arg-type]
-        server = grpc.aio.server()
-        rpc_pb2_grpc.add_LeaseServicer_to_server(service, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        server = await serve({"Lease": service})
+        port = server.ports[0]
         endpoint = f"127.0.0.1:{port}"
         cluster.membership[mid] = MemberInfo(mid, f"m{mid}", client_urls=[f"http://{endpoint}"])
         served.append(Served(member, service, server, endpoint, grpc.aio.insecure_channel(endpoint)))

@@ -2,8 +2,8 @@
 
 ``Node`` is a store without Raft: requests are encoded as log entries and applied by the real
 ``Applier``, whose change sink is the hub's ``notify`` (exactly what the member wires). ``FakeMember``
-exposes what ``WatchService`` reads from a member. ``WatchServer`` runs the servicer on a grpc.aio
-server on 127.0.0.1:0, with nothing else behind it.
+exposes what ``WatchService`` reads from a member. ``WatchServer`` runs the service on raftkv's front
+end on 127.0.0.1:0, with nothing else behind it.
 """
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-
+from frontend.server import FrontendServer
 from kvstore.apply import Applier, CompactResult, Op, encode_request
 from kvstore.config import ServerConfig
 from kvstore.mvcc import Backend, KVStore
+from kvstore.server.routes import serve
 from kvstore.server.watch_service import WatchService
 from kvstore.watch import WatchHub, WatchStream
 from proto.etcdserverpb import rpc_pb2 as pb
-from proto.etcdserverpb import rpc_pb2_grpc
 
 
 class Node:
@@ -150,14 +149,12 @@ class WatchServer:
     def __init__(self, node: Node, **member_options: object) -> None:
         self.node = node
         self.member = FakeMember(node.store, node.hub, **member_options)  # type: ignore[arg-type]
-        self.server: grpc.aio.Server | None = None
+        self.server: FrontendServer | None = None
         self.port = 0
 
     async def start(self) -> WatchServer:
-        server = grpc.aio.server()
-        rpc_pb2_grpc.add_WatchServicer_to_server(WatchService(self.member), server)
-        self.port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        server = await serve({"Watch": WatchService(self.member)})
+        self.port = server.ports[0]
         self.server = server
         self.node.hub.start()
         return self

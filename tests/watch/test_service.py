@@ -1,4 +1,4 @@
-"""The Watch gRPC service in process: a grpc.aio server with WatchService over a real store and hub."""
+"""The Watch gRPC service in process: raftkv's front end serving WatchService over a real store and hub."""
 
 from __future__ import annotations
 

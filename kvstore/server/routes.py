@@ -1,0 +1,89 @@
+"""The dispatch table: every etcd method path raftkv answers, its kind, handler and request type.
+
+Paths and request types are etcd's (``etcdserverpb``); requests are decoded with the nesting guard
+of ``proto.wire``. A path not in the table answers UNIMPLEMENTED (``frontend.grpc``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from frontend.grpc import Kind, Method
+from frontend.protocol import FrontendConfig
+from frontend.server import FrontendServer
+from kvstore.server.cluster_service import ClusterService
+from kvstore.server.kv_service import KVService
+from kvstore.server.lease_service import LeaseService
+from kvstore.server.maintenance_service import MaintenanceService
+from kvstore.server.rpc import error_status
+from kvstore.server.watch_service import WatchService
+from proto.etcdserverpb import rpc_pb2 as pb
+from proto.wire import parser
+
+U, S, B = Kind.UNARY, Kind.SERVER_STREAM, Kind.BIDI
+
+TABLE: dict[str, list[tuple[str, Kind, Any]]] = {
+    "KV": [
+        ("Range", U, pb.RangeRequest),
+        ("Put", U, pb.PutRequest),
+        ("DeleteRange", U, pb.DeleteRangeRequest),
+        ("Txn", U, pb.TxnRequest),
+        ("Compact", U, pb.CompactionRequest),
+    ],
+    "Watch": [("Watch", B, pb.WatchRequest)],
+    "Lease": [
+        ("LeaseGrant", U, pb.LeaseGrantRequest),
+        ("LeaseRevoke", U, pb.LeaseRevokeRequest),
+        ("LeaseKeepAlive", B, pb.LeaseKeepAliveRequest),
+        ("LeaseTimeToLive", U, pb.LeaseTimeToLiveRequest),
+        ("LeaseLeases", U, pb.LeaseLeasesRequest),
+    ],
+    "Cluster": [
+        ("MemberAdd", U, pb.MemberAddRequest),
+        ("MemberRemove", U, pb.MemberRemoveRequest),
+        ("MemberUpdate", U, pb.MemberUpdateRequest),
+        ("MemberList", U, pb.MemberListRequest),
+        ("MemberPromote", U, pb.MemberPromoteRequest),
+    ],
+    "Maintenance": [
+        ("Alarm", U, pb.AlarmRequest),
+        ("Status", U, pb.StatusRequest),
+        ("Defragment", U, pb.DefragmentRequest),
+        ("Hash", U, pb.HashRequest),
+        ("HashKV", U, pb.HashKVRequest),
+        ("Snapshot", S, pb.SnapshotRequest),
+        ("MoveLeader", U, pb.MoveLeaderRequest),
+        ("Downgrade", U, pb.DowngradeRequest),
+    ],
+}
+
+
+def methods(services: dict[str, object]) -> dict[str, Method]:
+    """The table for services by name ("KV", "Watch", ...): their methods bound to the instances."""
+    table: dict[str, Method] = {}
+    for service, entries in TABLE.items():
+        instance = services.get(service)
+        if instance is None:
+            continue
+        for name, kind, request_type in entries:
+            table[f"/etcdserverpb.{service}/{name}"] = Method(kind, getattr(instance, name), parser(request_type))
+    return table
+
+
+def member_services(member: Any) -> tuple[dict[str, object], LeaseService]:
+    lease = LeaseService(member)
+    services: dict[str, object] = {
+        "KV": KVService(member),
+        "Watch": WatchService(member),
+        "Lease": lease,
+        "Cluster": ClusterService(member),
+        "Maintenance": MaintenanceService(member),
+    }
+    return services, lease
+
+
+async def serve(services: dict[str, object], host: str = "127.0.0.1", port: int = 0, **config: Any) -> FrontendServer:
+    """A started front end serving the given services (tests and benchmarks; a member uses app.py)."""
+    server = FrontendServer(methods(services), FrontendConfig(**config), error_status=error_status)
+    await server.listen(host, port)
+    return server
