@@ -25,8 +25,6 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import text_format
-from google.protobuf.message import Message
 
 from chaos.targets import LocalTarget
 from proto.etcdserverpb import rpc_pb2 as pb
@@ -36,11 +34,11 @@ from proto.v3electionpb import v3election_pb2_grpc
 from proto.v3lockpb import v3lock_pb2 as lockpb
 from proto.v3lockpb import v3lock_pb2_grpc
 from tests.procs import ETCD, EtcdMember, RaftkvMember
+from tests.sidebyside import Transcript, assert_same
 
 pytestmark = pytest.mark.integration
 SHORT_TTL = 2  # etcd's minimum with the default election timeout
 WAIT = 30.0
-_REV = re.compile(r"\b(revision|create_revision|mod_revision|rev): (\d+)")
 _scenarios = itertools.count(1)
 
 
@@ -60,7 +58,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Raft
         m.stop()
 
 
-class Session:
+class Session(Transcript):
     """One server's stubs and a transcript of what it answered."""
 
     def __init__(self, endpoint: str, first_lease: int = 0x7E57_0000) -> None:
@@ -70,31 +68,10 @@ class Session:
         self.lease = rpc_pb2_grpc.LeaseStub(self.channel)
         self.lock = v3lock_pb2_grpc.LockStub(self.channel)
         self.election = v3election_pb2_grpc.ElectionStub(self.channel)
-        self.base = self.kv.Range(pb.RangeRequest(key=b"probe")).header.revision
-        self.log: list[str] = []
+        super().__init__(self.kv.Range(pb.RangeRequest(key=b"probe")).header.revision)
 
     def close(self) -> None:
         self.channel.close()
-
-    def text(self, msg: Message) -> str:
-        copy = type(msg)()
-        copy.CopyFrom(msg)
-        if copy.DESCRIPTOR.fields_by_name.get("header") is not None and copy.HasField("header"):
-            copy.header.CopyFrom(pb.ResponseHeader(revision=copy.header.revision))  # type: ignore[attr-defined]
-        text = text_format.MessageToString(copy, as_one_line=True)
-        return _REV.sub(lambda m: f"{m.group(1)}: +{int(m.group(2)) - self.base}", text)
-
-    def note(self, what: str, outcome: str) -> None:
-        self.log.append(f"{what}: {outcome}")
-
-    def call(self, what: str, fn: Callable[[], Any]) -> Any:
-        try:
-            resp = fn()
-        except grpc.RpcError as err:
-            self.note(what, f"{err.code().name} {err.details()!r}")  # type: ignore[attr-defined]
-            return None
-        self.note(what, self.text(resp))
-        return resp
 
     def result(self, what: str, fut: grpc.Future, timeout: float = WAIT) -> Any:
         return self.call(what, lambda: fut.result(timeout=timeout))
@@ -131,13 +108,6 @@ def side_by_side(servers: dict[str, RaftkvMember | EtcdMember], scenario: Scenar
             s.close()
         logs[name] = s.log
     return logs
-
-
-def assert_same(logs: dict[str, list[str]]) -> None:
-    ours, ref = logs["raftkv"], logs["etcd"]
-    if ours != ref:
-        lines = [f"{'=' if a == b else '!'} raftkv: {a}\n  etcd:   {b}" for a, b in itertools.zip_longest(ours, ref)]
-        pytest.fail("raftkv and etcd answered differently:\n" + "\n".join(lines))
 
 
 class Observer:
