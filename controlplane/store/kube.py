@@ -110,6 +110,10 @@ def _mod_is(key: bytes, revision: int) -> pb.Compare:
     return pb.Compare(key=key, target=pb.Compare.MOD, result=pb.Compare.EQUAL, mod_revision=revision)
 
 
+def _version_is(key: bytes, version: int) -> pb.Compare:
+    return pb.Compare(key=key, target=pb.Compare.VERSION, result=pb.Compare.EQUAL, version=version)
+
+
 def watch_request(prefix: bytes, start_revision: int, *, exact: bool = False) -> pb.WatchRequest:
     """kube's watch of a prefix (or, exact, of one key) from start_revision with prev_kv and progress notify."""
     return pb.WatchRequest(
@@ -199,7 +203,9 @@ class Compactor:
     def txn(self, rev: int) -> pb.TxnRequest:
         return pb.TxnRequest(
             compare=[
-                pb.Compare(key=COMPACT_REV_KEY, target=pb.Compare.VERSION, result=pb.Compare.EQUAL, version=self.version)
+                pb.Compare(
+                    key=COMPACT_REV_KEY, target=pb.Compare.VERSION, result=pb.Compare.EQUAL, version=self.version
+                )
             ],
             success=[pb.RequestOp(request_put=pb.PutRequest(key=COMPACT_REV_KEY, value=str(rev).encode()))],
             failure=[pb.RequestOp(request_range=pb.RangeRequest(key=COMPACT_REV_KEY))],
