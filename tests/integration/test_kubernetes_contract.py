@@ -30,27 +30,11 @@ from chaos.targets import LocalTarget
 from controlplane.store import kube
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
-from tests.procs import ETCD, EtcdMember, RaftkvMember
+from tests.procs import EtcdMember, RaftkvMember
 from tests.sidebyside import Transcript, assert_same
 
 pytestmark = pytest.mark.integration
 WAIT = 30.0
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RaftkvMember | EtcdMember]]:
-    if ETCD is None:
-        pytest.fail("etcd-server must be installed (scripts/test installs it)")
-    base = tmp_path_factory.mktemp("kube")
-    members: dict[str, RaftkvMember | EtcdMember] = {
-        "raftkv": RaftkvMember("m1", base / "m1.etcd"),
-        "etcd": EtcdMember("ref", base / "ref.etcd"),
-    }
-    for m in members.values():
-        m.start()
-    yield members
-    for m in members.values():
-        m.stop()
 
 
 class Api(Transcript):
