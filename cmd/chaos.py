@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--converge-timeout", type=float, default=60.0, help="seconds to wait for recovery (default 60)")
     run.add_argument("--keys", type=int, default=0, help="keys in use at once (workload default when 0)")
     run.add_argument("--ops-per-key", type=int, default=0, help="operations before a key retires (workload default)")
+    run.add_argument(
+        "--lock-via",
+        choices=("client", "service"),
+        help="lock workload: take the lock with the client-side recipe (default) or through etcd's Lock service",
+    )
     run.add_argument("--no-progress", action="store_true", help="no live progress line")
     run.add_argument("member_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     scen = sub.add_parser(
@@ -95,6 +100,9 @@ def _run(args: argparse.Namespace) -> int:
     except NemesisError as exc:
         print(f"raftkv chaos: {exc}", file=sys.stderr)
         return 2
+    if args.lock_via and args.workload != "lock":
+        print("raftkv chaos: --lock-via is for the lock workload", file=sys.stderr)
+        return 2
     if args.pids and not args.endpoints:
         print("raftkv chaos: --pids needs --endpoints", file=sys.stderr)
         return 2
@@ -123,6 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         member_args=extra,
         member_env={"RAFTKV_UNSAFE": args.unsafe} if args.unsafe else {},
         progress=False if args.no_progress else None,
+        workload_options={"via": args.lock_via} if args.lock_via else {},
     )
     code, _ = run(cfg)
     return code

@@ -119,5 +119,24 @@ NotSupportedForLearner = _error("NotSupportedForLearner", _C.UNAVAILABLE, "etcds
 BadLeaderTransferee = _error("BadLeaderTransferee", _C.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
 
 
+# the Lock and Election services (etcd's clientv3/concurrency errors, plain Go errors: gRPC code Unknown)
+ElectionNotLeader = _error("ElectionNotLeader", _C.UNKNOWN, "election: not leader")
+ElectionNoLeader = _error("ElectionNoLeader", _C.UNKNOWN, "election: no leader")
+SessionExpired = _error("SessionExpired", _C.UNKNOWN, "mutex: session is expired")
+MissingLeaderKey = _error("MissingLeaderKey", _C.UNKNOWN, '"leader" field must be provided')
+
+
+class Relayed(EtcdError):
+    """An error of a request the Lock or Election service made on its own behalf: etcd's services make
+    them through an in-process client, which hands the server's error on as a plain error, so the
+    caller sees its message with gRPC code Unknown (``etcdserver: requested lease not found``, ...)."""
+
+    code = _C.UNKNOWN
+
+    @classmethod
+    def of(cls, exc: EtcdError) -> EtcdError:
+        return exc if exc.code == _C.UNKNOWN else cls(exc.message)
+
+
 class StartupError(Exception):
     """The member cannot start safely (corrupt or torn files, bad flags); the message says why and where."""

@@ -1,4 +1,5 @@
-"""etcd-compatible protocol buffers (etcdserverpb, mvccpb, authpb, leasepb) and their generated code.
+"""etcd-compatible protocol buffers (etcdserverpb, mvccpb, authpb, leasepb, v3lockpb, v3electionpb) and
+their generated code.
 
 Importing this package lifts the upb decoder's nesting limit of 100 messages (a Txn nested 50 deep
 failed to decode, where etcd accepts any depth and refuses only by --max-txn-ops). upb then nests

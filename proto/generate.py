@@ -17,6 +17,8 @@ PROTO_FILES = (
     "proto/authpb/auth.proto",
     "proto/etcdserverpb/rpc.proto",
     "proto/leasepb/lease.proto",
+    "proto/v3lockpb/v3lock.proto",
+    "proto/v3electionpb/v3election.proto",
 )
 # Files protoc writes for each .proto (relative to the output root, with .proto removed).
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")

@@ -38,3 +38,22 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RaftkvMem
     member.start()
     yield member
     member.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RaftkvMember | EtcdMember]]:
+    """A raftkv member and a reference etcd member, shared by a module's side-by-side tests."""
+    if ETCD is None:
+        pytest.fail("etcd-server must be installed (scripts/test installs it)")
+    base = tmp_path_factory.mktemp("pair")
+    members: dict[str, RaftkvMember | EtcdMember] = {
+        "raftkv": RaftkvMember("m1", base / "m1.etcd"),
+        "etcd": EtcdMember("ref", base / "ref.etcd"),
+    }
+    try:
+        for m in members.values():
+            m.start()
+        yield members
+    finally:
+        for m in members.values():
+            m.stop()

@@ -23,6 +23,7 @@ import grpc
 
 from chaos.history import FAIL, INFO, OK, Operation, Recorder
 from proto.etcdserverpb import rpc_pb2_grpc
+from proto.v3lockpb import v3lock_pb2_grpc
 
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -103,6 +104,7 @@ class Channels:
         self.kv = [rpc_pb2_grpc.KVStub(c) for c in self._channels]
         self.watch = [rpc_pb2_grpc.WatchStub(c) for c in self._channels]
         self.lease = [rpc_pb2_grpc.LeaseStub(c) for c in self._channels]
+        self.lock = [v3lock_pb2_grpc.LockStub(c) for c in self._channels]
 
     async def close(self) -> None:
         for c in self._channels:
@@ -129,6 +131,7 @@ class Client:
         self.kv = channels.kv[self.member]
         self.watch = channels.watch[self.member]
         self.lease = channels.lease[self.member]
+        self.lock = channels.lock[self.member]
         self.recorder = recorder
         self.timeout = timeout
         self.node = f"m{self.member + 1}"
@@ -175,7 +178,7 @@ class Workload:
     """A workload: ``operate`` is one worker's next operation; ``final`` reads after healing; ``check``."""
 
     name = "workload"
-    needs: frozenset[str] = frozenset()  # services beyond KV: "watch", "lease"
+    needs: frozenset[str] = frozenset()  # services beyond KV: "watch", "lease", "lock"
 
     def __init__(self, options: Options, recorder: Recorder) -> None:
         self.options = options

@@ -9,6 +9,11 @@ critical section, release. The lock is etcd's Mutex:
   us to be deleted (a Watch from the revision we looked at), then check again;
 - release: delete the key.
 
+With ``via=service`` the lock is taken through etcd's Lock service instead (``v3lockpb.Lock``, which
+runs the same recipe inside the server): Lock with the session's lease answers the key, a Range
+of it gives the fencing token (its create revision; a key already gone means the session expired),
+and Unlock releases it. The critical section and the checks are the same.
+
 The critical section updates two list resources with a read-modify-write each:
 
 - ``unfenced``: read the list, append an entry, write it back, trusting the lock;
@@ -38,9 +43,11 @@ from chaos.checker import lock as lock_checker
 from chaos.history import Operation
 from chaos.workloads.base import FINAL_PROCESS, Channels, Client, NotApplied, Options, Workload, failed, ok
 from proto.etcdserverpb import rpc_pb2 as pb
+from proto.v3lockpb import v3lock_pb2 as lockpb
 
 PREFIX = "l/"
 AIMED_STALL_LIMIT_S = 120.0
+VIAS = ("client", "service")
 TOKEN_WIDTH = 20
 
 
@@ -121,6 +128,11 @@ class Lock(Workload):
         self.stall_chance = float(options.extra.get("stall_chance", 0.15))
         self.stall_first = bool(options.extra.get("stall_first", False))
         self.acquire_timeout = float(options.extra.get("acquire_timeout", 20.0))
+        self.via = str(options.extra.get("via", "client"))
+        if self.via not in VIAS:
+            raise ValueError(f"lock workload: via must be one of {', '.join(VIAS)}, not {self.via!r}")
+        if self.via == "service":
+            self.needs = self.needs | {"lock"}
         self.sessions: dict[int, Session] = {}
         self.next_entry = 0
         # workers whose next critical section stalls until the awaitable's factory returns, instead
@@ -186,6 +198,15 @@ class Lock(Workload):
             raise SessionExpired()
         return my_rev
 
+    async def _acquire_service(self, client: Client, s: Session) -> tuple[int, bytes]:
+        """The Lock service's acquisition: (fencing token, our key)."""
+        name = self.lock_prefix[:-1]  # the service adds the "/"
+        resp = await client.lock.Lock(lockpb.LockRequest(name=name, lease=s.lease), timeout=self.acquire_timeout)
+        mine = await client.kv.Range(pb.RangeRequest(key=resp.key), timeout=client.timeout)
+        if not mine.kvs:
+            raise SessionExpired()
+        return mine.kvs[0].create_revision, resp.key
+
     async def _wait_delete(self, client: Client, key: bytes, start: int, s: Session) -> None:
         create = pb.WatchCreateRequest(key=key, start_revision=start, filters=[pb.WatchCreateRequest.NOPUT])
         call = client.watch.Watch()
@@ -209,15 +230,21 @@ class Lock(Workload):
             await asyncio.sleep(0.2)
             return
         token = 0
+        my_key = self.lock_prefix + f"{s.lease:x}".encode()
 
         async def acquire() -> tuple[str, Any]:
-            nonlocal token
+            nonlocal token, my_key
             try:
-                token = await self._acquire(client, s)
+                if self.via == "service":
+                    token, my_key = await self._acquire_service(client, s)
+                else:
+                    token = await self._acquire(client, s)
             except SessionExpired:
                 return failed({"lease": s.lease, "error": "session expired while waiting"})
             except grpc.aio.AioRpcError as err:
-                if err.code() != grpc.StatusCode.NOT_FOUND:  # anything but "requested lease not found"
+                if _session_expired(err):
+                    return failed({"lease": s.lease, "error": err.details()})
+                if not _lease_gone(err):
                     raise
                 s.lost = True  # the lease expired (we stalled): no key was created under it
                 return failed({"lease": s.lease, "error": err.details()})
@@ -231,8 +258,10 @@ class Lock(Workload):
         await self._critical_section(client, s, token)
 
         async def release() -> tuple[str, Any]:
-            my_key = self.lock_prefix + f"{s.lease:x}".encode()
-            await client.kv.DeleteRange(pb.DeleteRangeRequest(key=my_key), timeout=client.timeout)
+            if self.via == "service":
+                await client.lock.Unlock(lockpb.UnlockRequest(key=my_key), timeout=client.timeout)
+            else:
+                await client.kv.DeleteRange(pb.DeleteRangeRequest(key=my_key), timeout=client.timeout)
             return ok({"lease": s.lease, "token": token})
 
         await client.run("release", {"lease": s.lease, "token": token}, release)
@@ -327,3 +356,20 @@ class Lock(Workload):
 
 class SessionExpired(Exception):
     pass
+
+
+LEASE_NOT_FOUND = "etcdserver: requested lease not found"
+SESSION_EXPIRED = "mutex: session is expired"
+
+
+def _lease_gone(err: grpc.aio.AioRpcError) -> bool:
+    """The session's lease expired (we stalled): no key was created under it. The KV service says so
+    with NOT_FOUND; the Lock service hands the same message on with code UNKNOWN, as etcd's does."""
+    return err.code() == grpc.StatusCode.NOT_FOUND or (
+        err.code() == grpc.StatusCode.UNKNOWN and err.details() == LEASE_NOT_FOUND
+    )
+
+
+def _session_expired(err: grpc.aio.AioRpcError) -> bool:
+    """The Lock service's answer to a waiter whose lease went while it waited (its key is gone)."""
+    return err.code() == grpc.StatusCode.UNKNOWN and err.details() == SESSION_EXPIRED

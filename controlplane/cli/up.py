@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     endpoints = ",".join(endpoints_from(args.endpoints))
     store = EtcdStore(endpoints, retry_for=10.0)
     try:
-        store.list("/registry/namespaces/")
+        store.health()  # kube-apiserver's own check: a Range of /registry/health
     except StoreError as exc:
         raise CliError(f"cannot reach the store at {endpoints} ({exc}); start one with `raftkv cluster`") from None
     finally:

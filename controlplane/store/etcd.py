@@ -1,5 +1,11 @@
 """The store over etcd's v3 gRPC API (KV, Watch, Lease), with fail-over between endpoints.
 
+Every KV and Watch request is one of the Kubernetes storage contract's (``controlplane.store.kube``,
+KEP-4743, what kube-apiserver sends): Get, List in pages of ``LIST_PAGE`` at the first page's
+revision, OptimisticPut (a create is one with expected revision 0), OptimisticDelete (an
+unconditional delete reads the key first, as kube's does), a prefix Watch with prev_kv and
+progress notifications under ``hasleader``, and kube's compaction step on ``compact_rev_key``.
+
 Reads and conditional writes go to one endpoint at a time; on an error that means "ask someone
 else" (connection refused, deadline, ``etcdserver: no leader``, ``leader changed``, ...) the
 client moves to the next endpoint and retries with backoff for up to ``retry_for`` seconds.
@@ -19,6 +25,7 @@ from typing import TypeVar
 
 import grpc
 
+from controlplane.store import kube
 from controlplane.store.base import (
     AlreadyExists,
     Compacted,
@@ -29,7 +36,6 @@ from controlplane.store.base import (
     StoreError,
     Unavailable,
     WatchResponse,
-    prefix_end,
 )
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
@@ -41,6 +47,7 @@ T = TypeVar("T")
 DEFAULT_ENDPOINTS = "127.0.0.1:2379"
 _RETRY_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 _RETRY_MESSAGES = ("no leader", "leader changed", "timed out", "not capable", "stopped", "too many requests")
+LIST_PAGE = 500  # kube's reflectors list in pages of 500
 
 
 def endpoints_from(flag: str | None) -> list[str]:
@@ -70,9 +77,10 @@ def _kv(kv: kv_pb2.KeyValue) -> KeyValue:
 
 
 class _Stubs:
-    def __init__(self, channel: grpc.Channel) -> None:
+    def __init__(self, channel: grpc.Channel, timeout: float) -> None:
         self.channel = channel
         self.kv = rpc_pb2_grpc.KVStub(channel)
+        self.kube = kube.KubernetesClient(self.kv, timeout)
         self.watch = rpc_pb2_grpc.WatchStub(channel)
         self.lease = rpc_pb2_grpc.LeaseStub(channel)
 
@@ -88,6 +96,7 @@ class EtcdStore:
         self._current = 0
         self._stubs: dict[str, _Stubs] = {}
         self._closed = False
+        self._compactor = kube.Compactor()
 
     # ---- endpoint selection ----
 
@@ -96,7 +105,7 @@ class EtcdStore:
             ep = self.endpoints[self._current % len(self.endpoints)]
             stubs = self._stubs.get(ep)
             if stubs is None:
-                stubs = self._stubs[ep] = _Stubs(grpc.insecure_channel(ep))
+                stubs = self._stubs[ep] = _Stubs(grpc.insecure_channel(ep), self.timeout)
             return ep, stubs
 
     def _failed(self, ep: str) -> None:
@@ -126,61 +135,73 @@ class EtcdStore:
                 if time.monotonic() > deadline:
                     raise Unavailable(what) from None
 
-    # ---- KV ----
+    # ---- KV (the Kubernetes contract) ----
 
     def get(self, key: str) -> KeyValue | None:
-        resp = self._call(lambda s: s.kv.Range(pb.RangeRequest(key=key.encode()), timeout=self.timeout), "get")
-        return _kv(resp.kvs[0]) if resp.kvs else None
+        resp = self._call(lambda s: s.kube.get(key.encode()), "get")
+        return _kv(resp.kv) if resp.kv is not None else None
 
     def list(self, prefix: str) -> tuple[list[KeyValue], int]:
-        req = pb.RangeRequest(key=prefix.encode(), range_end=prefix_end(prefix))
-        resp = self._call(lambda s: s.kv.Range(req, timeout=self.timeout), "list")
-        return [_kv(kv) for kv in resp.kvs], resp.header.revision
+        p = prefix.encode()
+        page = self._call(lambda s: s.kube.list(p, limit=LIST_PAGE), "list")
+        kvs = [_kv(kv) for kv in page.kvs]
+        rev = page.revision
+        while page.more:
+            after = page.next_key()
+            page = self._call(
+                lambda s, after=after: s.kube.list(p, limit=LIST_PAGE, revision=rev, continue_key=after),
+                "list",
+            )
+            kvs.extend(_kv(kv) for kv in page.kvs)
+        return kvs, rev
 
     def create(self, key: str, value: bytes, lease: int = 0) -> int:
-        k = key.encode()
-        req = pb.TxnRequest(
-            compare=[pb.Compare(key=k, target=pb.Compare.CREATE, result=pb.Compare.EQUAL, create_revision=0)],
-            success=[pb.RequestOp(request_put=pb.PutRequest(key=k, value=value, lease=lease))],
-        )
-        resp = self._call(lambda s: s.kv.Txn(req, timeout=self.timeout), "create")
+        resp = self._call(lambda s: s.kube.optimistic_put(key.encode(), value, 0, lease=lease), "create")
         if not resp.succeeded:
             raise AlreadyExists(key)
-        return resp.header.revision
+        return resp.revision
 
     def update(self, key: str, value: bytes, mod_revision: int, lease: int = 0) -> int:
-        k = key.encode()
-        req = pb.TxnRequest(
-            compare=[pb.Compare(key=k, target=pb.Compare.MOD, result=pb.Compare.EQUAL, mod_revision=mod_revision)],
-            success=[pb.RequestOp(request_put=pb.PutRequest(key=k, value=value, lease=lease))],
-            failure=[pb.RequestOp(request_range=pb.RangeRequest(key=k, keys_only=True))],
+        resp = self._call(
+            lambda s: s.kube.optimistic_put(key.encode(), value, mod_revision, lease=lease, get_on_failure=True),
+            "update",
         )
-        resp = self._call(lambda s: s.kv.Txn(req, timeout=self.timeout), "update")
         if not resp.succeeded:
-            if not resp.responses[0].response_range.kvs:
+            if resp.kv is None:
                 raise NotFound(key)
             raise Conflict(key)
-        return resp.header.revision
+        return resp.revision
 
     def delete(self, key: str, mod_revision: int = 0) -> bool:
+        """With mod_revision, one OptimisticDelete; without, the key's current revision is read and
+        deleted at it, again if it changed in between (kube's delete of the object it just read)."""
         k = key.encode()
-        if not mod_revision:
-            resp = self._call(lambda s: s.kv.DeleteRange(pb.DeleteRangeRequest(key=k), timeout=self.timeout), "delete")
-            return resp.deleted > 0
-        req = pb.TxnRequest(
-            compare=[pb.Compare(key=k, target=pb.Compare.MOD, result=pb.Compare.EQUAL, mod_revision=mod_revision)],
-            success=[pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=k))],
-            failure=[pb.RequestOp(request_range=pb.RangeRequest(key=k, keys_only=True))],
-        )
-        tresp = self._call(lambda s: s.kv.Txn(req, timeout=self.timeout), "delete")
-        if not tresp.succeeded:
-            if not tresp.responses[0].response_range.kvs:
+        expected = mod_revision
+        if not expected:
+            cur = self.get(key)
+            if cur is None:
                 return False
-            raise Conflict(key)
-        return tresp.responses[0].response_delete_range.deleted > 0
+            expected = cur.mod_revision
+        while True:
+            resp = self._call(lambda s, e=expected: s.kube.optimistic_delete(k, e, get_on_failure=True), "delete")
+            if resp.succeeded:
+                return True
+            if resp.kv is None:
+                return False
+            if mod_revision:
+                raise Conflict(key)
+            expected = resp.kv.mod_revision
 
     def compact(self, revision: int) -> None:
-        self._call(lambda s: s.kv.Compact(pb.CompactionRequest(revision=revision), timeout=self.timeout), "compact")
+        """kube-apiserver's compaction step; if another compactor moved compact_rev_key on meanwhile,
+        once more with the version it learned (its next turn, taken now)."""
+        for _ in range(2):
+            if self._call(lambda s: self._compactor.step(s.kv, revision, self.timeout), "compact"):
+                return
+
+    def health(self) -> None:
+        """kube-apiserver's health check (a Range of /registry/health); raises StoreError if it fails."""
+        self._call(lambda s: s.kube.health(), "health")
 
     # ---- Lease ----
 
@@ -229,17 +250,11 @@ class _EtcdWatch:
     def __init__(self, store: EtcdStore, prefix: str, start_revision: int) -> None:
         self._store = store
         self._requests: queue.Queue[pb.WatchRequest | None] = queue.Queue()
-        self._requests.put(
-            pb.WatchRequest(
-                create_request=pb.WatchCreateRequest(
-                    key=prefix.encode(), range_end=prefix_end(prefix), start_revision=start_revision, prev_kv=True
-                )
-            )
-        )
+        self._requests.put(kube.watch_request(prefix.encode(), start_revision))
         self._ep, stubs = store._pick()
         self._cancelled = False
         # "hasleader": the member ends the stream when it loses its leader, so we move to one that has one.
-        self._call = stubs.watch.Watch(self._request_iter(), metadata=(("hasleader", "true"),))
+        self._call = stubs.watch.Watch(self._request_iter(), metadata=kube.REQUIRE_LEADER)
 
     def _request_iter(self) -> Iterator[pb.WatchRequest]:
         while True:

@@ -21,6 +21,7 @@ from kvstore.config import GRPC_OVERHEAD_BYTES, ServerConfig, peer_address
 from kvstore.errors import StartupError
 from kvstore.mvcc import Backend
 from kvstore.server.lease_service import LeaseService
+from kvstore.server.local_client import LocalClient
 from kvstore.server.member import Member
 from kvstore.server.routes import member_services, methods
 from kvstore.server.rpc import error_status
@@ -48,6 +49,7 @@ class MemberServer:
         self.frontend: FrontendServer | None = None
         self.ports: list[int] = []
         self.lease_service: LeaseService | None = None
+        self.local_client: LocalClient | None = None
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -72,7 +74,7 @@ class MemberServer:
         # like etcd, serve clients once this member's name and client URLs are in the log (what
         # MemberList and endpoint discovery show); that needs a leader and a quorum
         await member.published.wait()
-        services, self.lease_service = member_services(member)
+        services, self.lease_service, self.local_client = member_services(member)
         server = FrontendServer(methods(services), frontend_config(cfg), error_status=error_status)
         self.frontend = server
         for address in cfg.client_bind_addresses():
@@ -97,6 +99,8 @@ class MemberServer:
     async def stop(self) -> None:
         if self.frontend is not None:
             await self.frontend.stop(GRACE_SECONDS)
+        if self.local_client is not None:
+            await self.local_client.close()
         if self.lease_service is not None:
             await self.lease_service.close()
         if self.member is not None:

@@ -1,7 +1,8 @@
 """The dispatch table: every etcd method path raftkv answers, its kind, handler and request type.
 
-Paths and request types are etcd's (``etcdserverpb``); requests are decoded with the nesting guard
-of ``proto.wire``. A path not in the table answers UNIMPLEMENTED (``frontend.grpc``).
+Paths and request types are etcd's (``etcdserverpb``, and ``v3lockpb`` and ``v3electionpb`` for the
+Lock and Election services: ``PACKAGES``); requests are decoded with the nesting guard of
+``proto.wire``. A path not in the table answers UNIMPLEMENTED (``frontend.grpc``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ from frontend.grpc import Kind, Method
 from frontend.protocol import FrontendConfig
 from frontend.server import FrontendServer
 from kvstore.server.cluster_service import ClusterService
+from kvstore.server.election_service import ElectionService
 from kvstore.server.kv_service import KVService
 from kvstore.server.lease_service import LeaseService
+from kvstore.server.local_client import LocalClient
+from kvstore.server.lock_service import LockService
 from kvstore.server.maintenance_service import MaintenanceService
 from kvstore.server.rpc import error_status
 from kvstore.server.watch_service import WatchService
 from proto.etcdserverpb import rpc_pb2 as pb
+from proto.v3electionpb import v3election_pb2 as epb
+from proto.v3lockpb import v3lock_pb2 as lockpb
 from proto.wire import parser
 
 U, S, B = Kind.UNARY, Kind.SERVER_STREAM, Kind.BIDI
@@ -55,7 +61,25 @@ TABLE: dict[str, list[tuple[str, Kind, Any]]] = {
         ("MoveLeader", U, pb.MoveLeaderRequest),
         ("Downgrade", U, pb.DowngradeRequest),
     ],
+    "Lock": [
+        ("Lock", U, lockpb.LockRequest),
+        ("Unlock", U, lockpb.UnlockRequest),
+    ],
+    "Election": [
+        ("Campaign", U, epb.CampaignRequest),
+        ("Proclaim", U, epb.ProclaimRequest),
+        ("Leader", U, epb.LeaderRequest),
+        ("Observe", S, epb.LeaderRequest),
+        ("Resign", U, epb.ResignRequest),
+    ],
 }
+# the proto package of each service (its gRPC path is /<package>.<service>/<method>)
+PACKAGES: dict[str, str] = {"Lock": "v3lockpb", "Election": "v3electionpb"}
+DEFAULT_PACKAGE = "etcdserverpb"
+
+
+def path(service: str, name: str) -> str:
+    return f"/{PACKAGES.get(service, DEFAULT_PACKAGE)}.{service}/{name}"
 
 
 def methods(services: dict[str, object]) -> dict[str, Method]:
@@ -66,20 +90,26 @@ def methods(services: dict[str, object]) -> dict[str, Method]:
         if instance is None:
             continue
         for name, kind, request_type in entries:
-            table[f"/etcdserverpb.{service}/{name}"] = Method(kind, getattr(instance, name), parser(request_type))
+            table[path(service, name)] = Method(kind, getattr(instance, name), parser(request_type))
     return table
 
 
-def member_services(member: Any) -> tuple[dict[str, object], LeaseService]:
+def member_services(member: Any) -> tuple[dict[str, object], LeaseService, LocalClient]:
+    """Every service of a member, its Lease service and the in-process client of Lock and Election
+    (both have background work to close when the member stops)."""
     lease = LeaseService(member)
+    kv = KVService(member)
+    local = LocalClient(member, kv, lease)
     services: dict[str, object] = {
-        "KV": KVService(member),
+        "KV": kv,
         "Watch": WatchService(member),
         "Lease": lease,
         "Cluster": ClusterService(member),
         "Maintenance": MaintenanceService(member),
+        "Lock": LockService(local),
+        "Election": ElectionService(local),
     }
-    return services, lease
+    return services, lease, local
 
 
 async def serve(services: dict[str, object], host: str = "127.0.0.1", port: int = 0, **config: Any) -> FrontendServer:

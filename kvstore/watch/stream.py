@@ -20,7 +20,9 @@ answered (watch id -1, the store's revision) once every watcher of the stream is
 revision it carries is one the client has seen every event up to. etcd 3.4.23 answers at once
 whatever the watchers' state; later releases defer the answer like this (etcd-io/etcd#15237),
 and raftkv releases it on the move to synced, not on an event, so a watcher that catches up
-without any event does not hold it back (the bug etcd-io/etcd#17557 fixed).
+without any event does not hold it back (the bug etcd-io/etcd#17557 fixed). A progress request on
+a stream with no watchers is not answered, as in etcd 3.5 (its answer goes out on a watcher, and
+there is none; 3.4.23 answered it).
 """
 
 from __future__ import annotations
@@ -161,6 +163,8 @@ class WatchStream:
         self.push(resp)
 
     def request_progress(self) -> None:
+        if not self.watchers:
+            return  # etcd 3.5: nothing to answer on
         if self.not_synced:
             self.progress_pending = True
         else:

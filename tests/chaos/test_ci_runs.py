@@ -85,6 +85,22 @@ def test_lock_with_fencing_is_safe_under_pauses_and_stalls(tmp_path: Path) -> No
     assert v["checker"]["acquisitions"] >= 3, v["checker"]
 
 
+def test_lock_service_with_fencing_is_safe_under_kills_and_partitions(tmp_path: Path) -> None:
+    """The same lock taken through etcd's Lock service (the recipe run inside the server): members
+    killed under waiting Lock calls and partitions between them; fencing keeps the resource exact."""
+    code, v, _ = chaos(
+        tmp_path,
+        workload="lock",
+        nemesis="kill:one,partition:leader",
+        time_s=9,
+        concurrency=4,
+        min_ok=12,
+        workload_options={"via": "service", "stall_chance": 0.3, "stall_first": True},
+    )
+    assert code == 0, json.dumps(v, indent=1)[:3000]
+    assert v["checker"]["acquisitions"] >= 3, v["checker"]
+
+
 def test_etcd_register_under_partitions(tmp_path: Path) -> None:
     code, v, _ = chaos(tmp_path, workload="register", nemesis="partition", time_s=5, etcd=True)
     assert v["target"] == "etcd"

@@ -422,8 +422,7 @@ def test_progress_request_waits_until_every_watcher_is_synced(node: Node) -> Non
         node.put(b"k")
     s = node.hub.new_stream()
     s.request_progress()
-    [r] = drain_stream(s)  # no watchers: answered at once
-    assert (r.watch_id, r.header.revision, r.created, len(r.events)) == (-1, 6, False, 0)
+    assert drain_stream(s) == []  # no watchers: etcd 3.5 answers nothing (3.4.23 answered at once)
     wid = create(s, b"k", start=2)
     drain_stream(s)
     s.request_progress()

@@ -46,7 +46,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.etcd]
 def require_watch(endpoint: str) -> None:
     """Fails (not skips) with a clear message when the member does not serve Watch yet."""
     with grpc.insecure_channel(endpoint) as ch:
-        call = rpc_pb2_grpc.WatchStub(ch).Watch(iter([pb.WatchRequest(progress_request=pb.WatchProgressRequest())]))
+        create = pb.WatchRequest(create_request=pb.WatchCreateRequest(key=b"require-watch"))
+        call = rpc_pb2_grpc.WatchStub(ch).Watch(iter([create]))
         try:
             next(call)
             return

@@ -1,0 +1,1 @@
+"""Generated code for the v3electionpb package (etcd's Election service); regenerate with `python -m proto.generate`."""
