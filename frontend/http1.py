@@ -224,14 +224,17 @@ class Exchange:
         if self.closed:
             raise ExchangeClosed()
 
-    def end(self) -> None:
-        """Ends a streamed response."""
+    def end(self, last: bytes = b"") -> None:
+        """Ends a streamed response, after last (written without waiting: one final piece)."""
         if self.finished or self.closed:
             return
         if not self.started:
             raise RuntimeError("start() the response first")
-        if self._chunked and not self.head_only:
-            self.session.write(b"0\r\n\r\n")
+        if not self.head_only:
+            if self._chunked:
+                self.session.write((b"%x\r\n%b\r\n" % (len(last), last) if last else b"") + b"0\r\n\r\n")
+            elif last:
+                self.session.write(last)
         self._finish(self.keep_alive and self.session.may_keep_alive(self))
 
     def _finish(self, keep: bool) -> None:
