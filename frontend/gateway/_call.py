@@ -99,6 +99,7 @@ class GatewayCall:
         decode_request: Callable[[bytes], Any] | None = None,
         decoder: Decoder | None = None,
         first: Any = None,
+        stream_headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.exchange = exchange
         self.path = path
@@ -112,6 +113,7 @@ class GatewayCall:
         self._decode_request = decode_request
         self._decoder = decoder
         self._first = first  # the request grpc-gateway decodes before it opens a client stream
+        self._stream_headers = stream_headers or STREAM_HEADERS
         self.received = 0  # stream messages taken from the body
         self.sent = 0  # stream messages written
 
@@ -152,7 +154,7 @@ class GatewayCall:
         exchange = self.exchange
         if not self.started:
             self.started = True
-            exchange.start(200, STREAM_HEADERS)
+            exchange.start(200, self._stream_headers)
         try:
             await exchange.write(b'{"result":' + self._encode_result(message) + b"}\n")
         except ExchangeClosed:

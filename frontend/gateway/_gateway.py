@@ -360,6 +360,7 @@ class Gateway:
             decode_request=lambda raw: self._decode(route, raw),
             decoder=decoder,
             first=first,
+            stream_headers=self.extra + STREAM_HEADERS,
         )
 
     def status_of(self, exc: BaseException) -> tuple[int, str]:
