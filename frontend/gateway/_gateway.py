@@ -11,7 +11,8 @@ Unary: the body is one JSON value (an empty body is the empty request), decoded 
 checks it (ResourceExhausted), handed to the handler; the response is the message as JSON, an error
 ``{"error":..,"code":..,"message":..}`` with the HTTP status of its code (``http_status``).
 Server streams decode their request the same way; client streams decode the body's values as they
-arrive (a failure on the first one is answered as a unary error); every streamed response is a
+arrive (a failure on the first one is answered as a unary error, with code Unknown: grpc-gateway
+returns the decoder's bare error there); every streamed response is a
 chunked body of ``{"result":...}`` lines, and an error after the first ends it with grpc-gateway's
 ``{"error":{"grpc_code":..,"http_code":..,"message":..,"http_status":..}}``. The handler runs with a
 ``GatewayCall``; the client going away cancels it, as a reset stream does on the gRPC side.
@@ -277,7 +278,7 @@ class Gateway:
                 raw = None
                 break
             except GoJSONError as exc:
-                self._error(ex, StatusCode.INVALID_ARGUMENT, exc.message)
+                self._error(ex, StatusCode.UNKNOWN, exc.message)  # grpc-gateway returns the bare error here
                 return
             if raw is not None:
                 break
@@ -294,7 +295,8 @@ class Gateway:
             try:
                 first = self._decode(route, raw)
             except GrpcError as exc:
-                self._error(ex, exc.code, exc.message)
+                code = StatusCode.UNKNOWN if exc.code == StatusCode.INVALID_ARGUMENT else exc.code
+                self._error(ex, code, exc.message)
                 return
         stats = method.stats
         call = self._call(ex, route, deadline, decoder=decoder, first=first)

@@ -44,10 +44,11 @@ def receive_limit(cfg: ServerConfig) -> int:
 
 
 def frontend_config(cfg: ServerConfig) -> FrontendConfig:
-    # a JSON body holds its bytes in base64 (4/3) around field names: twice the receive limit leaves
-    # room for any request the limit lets through, which is then checked decoded, as gRPC checks it
+    # a JSON body holds its bytes in base64 (4/3) among field names: four times the receive limit lets
+    # through whatever etcd's gateway would decode and then refuse with gRPC's limit (the decoded
+    # request is checked as gRPC checks it); only a body past that is refused unread (413)
     limit = receive_limit(cfg)
-    return FrontendConfig(max_receive_message_length=limit, http1=Http1Config(max_body_bytes=2 * limit + (64 << 10)))
+    return FrontendConfig(max_receive_message_length=limit, http1=Http1Config(max_body_bytes=4 * limit + (64 << 10)))
 
 
 def split_host_port(address: str) -> tuple[str, int]:
