@@ -104,6 +104,7 @@ class Exchange:
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
         self.preset: tuple[int, bytes] | None = None  # a refusal decided while parsing (413, 417)
+        self.failure: tuple[int, bytes] | None = None  # why the body broke while the app had it (400, 413)
         self.task: asyncio.Future[None] | None = None
         self.dispatched = False
         self.started = False  # response head written
@@ -378,10 +379,7 @@ class Http1Session:
         ex._body_size += len(body)
         if ex._body_size > self.config.max_body_bytes:
             ex._too_large = True
-            ex._wake()
-            if not ex.dispatched:
-                ex.preset = (413, b"request body too large\n")
-            raise _Refuse(0)
+            raise _Refuse(413, b"request body too large\n")
         if ex.finished:
             return  # answered already: the rest of the body is read and dropped
         ex._chunks.append(body)
@@ -423,21 +421,30 @@ class Http1Session:
         self._flow()
 
     def _refuse(self, status: int, body: bytes | None = None) -> None:
-        """Stops parsing; with a status, answers it after what is queued (Go's wording), then closes."""
+        """Stops parsing; with a status, answers it after what is queued (Go's wording), then closes.
+
+        A body broken mid-way (it does not parse, or it grew past the limit) is its request's answer:
+        before the app has the request, in its place; while the app reads it, if the app gives none."""
         self._stopped = True
         self._head_since = None
-        if self._parsing is not None and not self._parsing._body_done:
-            ex = self._parsing
-            ex._broken = True
-            ex._wake()
+        self.closing = True
+        text = (_go_text(status) if body is None else body) if status else b""
+        ex = self._parsing
         self._parsing = None
-        if status:
+        if ex is not None and not ex._body_done:
+            ex._broken = True
+            if status:
+                if ex.dispatched:
+                    ex.failure = (status, text)
+                else:
+                    ex.preset = (status, text)
+            ex._wake()
+        elif status:
             request = Http1Request("GET", "", "1.1", [], self.remote)
             ex = Exchange(self, request, keep_alive=False, expect_continue=False)
-            ex.preset = (status, _go_text(status) if body is None else body)
+            ex.preset = (status, text)
             ex._body_done = True
             self.queue.append(ex)
-        self.closing = True
         if not self.queue:
             self.close()
 
@@ -480,17 +487,24 @@ class Http1Session:
                 self._internal_error(ex)
             return
         exc = fut.exception()
-        if exc is not None and not isinstance(exc, ExchangeClosed):
+        if exc is not None and not isinstance(exc, (ExchangeClosed, BodyTooLarge)):
             log.error("HTTP/1.1 handler failed", exc_info=exc, extra={"path": ex.request.path})
         if not ex.finished and not ex.closed:
             self._internal_error(ex)
 
     def _internal_error(self, ex: Exchange) -> None:
-        if not ex.started:
-            ex.keep_alive = False
-            ex.respond(500, [("Content-Type", "text/plain; charset=utf-8")], b"Internal Server Error\n")
-        else:
+        """The app gave no answer: the body's failure if it broke, else 500 (the connection goes on
+        if the request was read whole)."""
+        if ex.started:
             self.close()  # a streamed response cannot be ended cleanly once it broke
+            return
+        if ex.failure is not None:
+            status, text = ex.failure
+            ex.keep_alive = False
+        else:
+            status, text = 500, b"Internal Server Error\n"
+            ex.keep_alive = ex.keep_alive and ex._body_done
+        ex.respond(status, [("Content-Type", "text/plain; charset=utf-8")], text)
 
     def may_keep_alive(self, ex: Exchange) -> bool:
         """Whether the connection can go on after ex's response (False: Connection: close)."""
@@ -589,11 +603,9 @@ class Http1Session:
         """Graceful: what was already dispatched is answered, nothing more is read, then the connection ends."""
         self._stopped = True
         self.closing = True
-        for ex in list(self.queue)[1:]:
-            ex._lost()
-        if self.queue:
-            del self.queue[1:]
-        else:
+        while len(self.queue) > 1:
+            self.queue.pop()._lost()
+        if not self.queue:
             self.close()
 
     def close(self) -> None:
