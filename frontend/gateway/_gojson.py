@@ -106,77 +106,104 @@ class _Scanner:
             raise _Incomplete()
         return self.data[j]
 
-    def value(self, i: int, depth: int = 0) -> int:
-        """The end of the value starting at i (after whitespace)."""
-        j = _WS.match(self.data, i).end()
-        c = self.byte(j)
-        if c == 0x7B:  # {
-            return self.object(j, depth + 1, None)
-        if c == 0x5B:  # [
-            return self.array(j, depth + 1, None)
-        if c == 0x22:
-            return self.string(j)
-        if c == 0x2D or 0x30 <= c <= 0x39:
-            return self.number(j)
-        if c == 0x74:
-            return self.literal(j, b"true")
-        if c == 0x66:
-            return self.literal(j, b"false")
-        if c == 0x6E:
-            return self.literal(j, b"null")
-        raise _invalid(c, "looking for beginning of value")
-
-    def object(self, i: int, depth: int, members: list[tuple[int, int, int, int]] | None) -> int:
-        if depth > MAX_DEPTH:
-            raise _invalid(0x7B, "exceeded max depth")
+    def value(self, i: int) -> int:
+        """The end of the value starting at i (after whitespace); containers kept on a stack, not
+        in recursion, so Go's depth limit is the only one."""
         data = self.data
-        j = _WS.match(data, i + 1).end()
-        c = self.byte(j)
-        if c == 0x7D:
-            return j + 1
+        stack: list[int] = []  # 0x7B for an object, 0x5B for an array
+        j = i
         while True:
-            if c != 0x22:
-                raise _invalid(c, "looking for beginning of object key string")
-            key_end = self.string(j)
-            key_start = j
-            j = _WS.match(data, key_end).end()
-            c = self.byte(j)
-            if c != 0x3A:
-                raise _invalid(c, "after object key")
-            v_start = _WS.match(data, j + 1).end()
-            j = self.value(v_start, depth)
-            if members is not None:
-                members.append((key_start, key_end, v_start, j))
             j = _WS.match(data, j).end()
             c = self.byte(j)
-            if c == 0x2C:
-                j = _WS.match(data, j + 1).end()
+            if c == 0x7B or c == 0x5B:
+                if len(stack) >= MAX_DEPTH:
+                    raise _invalid(c, "exceeded max depth")
+                k = _WS.match(data, j + 1).end()
+                close = self.byte(k)
+                if close == c + 2:  # {} or []: an empty container is a whole value
+                    j = k + 1
+                else:
+                    stack.append(c)
+                    j = self._key(k) if c == 0x7B else k
+                    continue
+            elif c == 0x22:
+                j = self.string(j)
+            elif c == 0x2D or 0x30 <= c <= 0x39:
+                j = self.number(j)
+            elif c == 0x74:
+                j = self.literal(j, b"true")
+            elif c == 0x66:
+                j = self.literal(j, b"false")
+            elif c == 0x6E:
+                j = self.literal(j, b"null")
+            else:
+                raise _invalid(c, "looking for beginning of value")
+            # a value ended at j: close containers until one wants another value
+            while True:
+                if not stack:
+                    return j
+                j = _WS.match(data, j).end()
                 c = self.byte(j)
-                continue
-            if c == 0x7D:
-                return j + 1
-            raise _invalid(c, "after object key:value pair")
+                if stack[-1] == 0x7B:
+                    if c == 0x2C:
+                        j = self._key(_WS.match(data, j + 1).end())
+                        break
+                    if c == 0x7D:
+                        stack.pop()
+                        j += 1
+                        continue
+                    raise _invalid(c, "after object key:value pair")
+                if c == 0x2C:
+                    j += 1
+                    break
+                if c == 0x5D:
+                    stack.pop()
+                    j += 1
+                    continue
+                raise _invalid(c, "after array element")
 
-    def array(self, i: int, depth: int, items: list[tuple[int, int]] | None) -> int:
-        if depth > MAX_DEPTH:
-            raise _invalid(0x5B, "exceeded max depth")
+    def _key(self, j: int) -> int:
+        """Reads `"key" :` at j; returns where the value starts."""
+        c = self.byte(j)
+        if c != 0x22:
+            raise _invalid(c, "looking for beginning of object key string")
+        j = _WS.match(self.data, self.string(j)).end()
+        c = self.byte(j)
+        if c != 0x3A:
+            raise _invalid(c, "after object key")
+        return j + 1
+
+    def object(self, i: int, members: list[tuple[int, int, int, int]]) -> None:
+        """The members of the (valid) object at i: (key start, key end, value start, value end)."""
         data = self.data
         j = _WS.match(data, i + 1).end()
-        if self.byte(j) == 0x5D:
-            return j + 1
+        if data[j] == 0x7D:
+            return
+        while True:
+            key_start = j
+            key_end = self.string(j)
+            v_start = _WS.match(data, _WS.match(data, key_end).end() + 1).end()
+            j = self.value(v_start)
+            members.append((key_start, key_end, v_start, j))
+            j = _WS.match(data, j).end()
+            if data[j] == 0x7D:
+                return
+            j = _WS.match(data, j + 1).end()
+
+    def array(self, i: int, items: list[tuple[int, int]]) -> None:
+        """The elements of the (valid) array at i: (start, end)."""
+        data = self.data
+        j = _WS.match(data, i + 1).end()
+        if data[j] == 0x5D:
+            return
         while True:
             start = _WS.match(data, j).end()
-            j = self.value(start, depth)
-            if items is not None:
-                items.append((start, j))
+            j = self.value(start)
+            items.append((start, j))
             j = _WS.match(data, j).end()
-            c = self.byte(j)
-            if c == 0x2C:
-                j += 1
-                continue
-            if c == 0x5D:
-                return j + 1
-            raise _invalid(c, "after array element")
+            if data[j] == 0x5D:
+                return
+            j += 1
 
     def string(self, i: int) -> int:
         data = self.data
@@ -250,14 +277,14 @@ def check_valid(data: bytes) -> None:
 def members(raw: bytes) -> dict[str, bytes]:
     """The members of a valid JSON object, key (unquoted) to raw value; a repeated key: the last wins."""
     found: list[tuple[int, int, int, int]] = []
-    _Scanner(raw).object(0, 1, found)
+    _Scanner(raw).object(0, found)
     return {_unquote(raw[ks:ke]): raw[vs:ve] for ks, ke, vs, ve in found}
 
 
 def items(raw: bytes) -> list[bytes]:
     """The elements of a valid JSON array, raw."""
     found: list[tuple[int, int]] = []
-    _Scanner(raw).array(0, 1, found)
+    _Scanner(raw).array(0, found)
     return [raw[s:e] for s, e in found]
 
 

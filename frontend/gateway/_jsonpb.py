@@ -15,6 +15,8 @@ unescaped), enums by name or number, bytes as standard base64 (or an array of by
 error carries the text Go's jsonpb and ``encoding/json`` give (``_gojson``).
 
 ``hidden`` names fields a served API version does not know: they are neither written nor read.
+Messages nested deeper than ``MAX_NESTING`` (100 levels of Txn) are refused: jsonpb has no such
+limit, but the codec recurses once per message and must stay within Python's stack.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from frontend.gateway import _gojson as gj
 from frontend.gateway._gojson import GoJSONError
 
 _F = FieldDescriptor
+MAX_NESTING = 200
 _INT64 = {_F.TYPE_INT64, _F.TYPE_SINT64, _F.TYPE_SFIXED64}
 _UINT64 = {_F.TYPE_UINT64, _F.TYPE_FIXED64}
 _INT32 = {_F.TYPE_INT32, _F.TYPE_SINT32, _F.TYPE_SFIXED32}
@@ -121,7 +124,7 @@ class Codec:
     def unmarshal(self, cls: type[Message], raw: bytes) -> Message:
         """A message of cls from one raw JSON value (as the Decoder gives it); GoJSONError if it cannot be."""
         msg = cls()
-        self._into(msg, raw)
+        self._into(msg, raw, 0)
         return msg
 
     def _layout(self, desc: Descriptor) -> tuple[list[FieldDescriptor], list[list[FieldDescriptor]]]:
@@ -137,7 +140,9 @@ class Codec:
             self._fields[desc] = layout
         return layout
 
-    def _into(self, msg: Message, raw: bytes) -> None:
+    def _into(self, msg: Message, raw: bytes, depth: int) -> None:
+        if depth >= MAX_NESTING:
+            raise GoJSONError(f"raftkv: messages nested deeper than {MAX_NESTING}")
         k = gj.kind(raw)
         if k == "null":
             return
@@ -148,16 +153,16 @@ class Codec:
         for fd in plain:
             value = _consume(fields, fd)
             if value is not None:
-                self._field(msg, fd, value, oneof=False)
+                self._field(msg, fd, value, False, depth)
         if fields:
             for members in oneofs:
                 for fd in members:
                     value = _consume(fields, fd)
                     if value is not None:
-                        self._field(msg, fd, value, oneof=True)
+                        self._field(msg, fd, value, True, depth)
         # fields left over are unknown: the gateway allows them
 
-    def _field(self, msg: Message, fd: FieldDescriptor, raw: bytes, oneof: bool) -> None:
+    def _field(self, msg: Message, fd: FieldDescriptor, raw: bytes, oneof: bool, depth: int) -> None:
         if fd.label == _F.LABEL_REPEATED:
             k = gj.kind(raw)
             if k == "null":
@@ -167,7 +172,7 @@ class Codec:
             target = getattr(msg, fd.name)
             for item in gj.items(raw):
                 if fd.type == _F.TYPE_MESSAGE:
-                    self._into(target.add(), item)
+                    self._into(target.add(), item, depth + 1)
                 else:
                     value = self._scalar(fd, item)
                     target.append(_default(fd) if value is None else value)
@@ -177,7 +182,7 @@ class Codec:
                 return
             sub = getattr(msg, fd.name)
             sub.SetInParent()
-            self._into(sub, raw)
+            self._into(sub, raw, depth + 1)
             return
         value = self._scalar(fd, raw)
         if value is None:
