@@ -315,7 +315,8 @@ class Http1Session:
         self._head_since: float | None = None  # a request head is being received since
         self._idle_since = loop.time()
         self._progress = loop.time()  # bytes last arrived
-        self._stopped = False  # no more requests are parsed (a refusal, Connection: close, shutdown)
+        self._stopped = False  # nothing more is parsed (a refusal, the end of a last request, shutdown)
+        self._last = False  # the request being parsed is the last one (Connection: close)
         self.closing = False  # the connection ends once what is queued is answered
         self.closed = False
         self._write_paused = False
@@ -360,7 +361,7 @@ class Http1Session:
         expect = request.header("expect")
         ex = Exchange(self, request, parser.should_keep_alive(), expect is not None)
         if not ex.keep_alive:
-            self._stopped = True  # nothing after a request that closes the connection is served
+            self._last = True  # nothing after a request that closes the connection is served
         length = request.header("content-length")
         if expect is not None and expect.lower() != "100-continue":
             ex.preset = (417, _go_text(417))
@@ -392,7 +393,7 @@ class Http1Session:
         if ex is not None:
             ex._body_done = True
             ex._wake()
-        if self._stopped:
+        if self._last:
             raise _Refuse(0)
 
     # ---- input ----

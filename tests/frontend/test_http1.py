@@ -403,3 +403,13 @@ async def test_graceful_shutdown_finishes_the_current_answer_then_closes() -> No
     await until(lambda: t.closed)
     items = Responses(bytes(t.out)).items
     assert len(items) == 1 and items[0][1]["connection"] == "close"
+
+
+async def test_connection_close_with_a_body_that_comes_after_the_head() -> None:
+    s, t = session()
+    s.feed(b"POST /a HTTP/1.1\r\nConnection: close\r\nContent-Length: 4\r\n\r\n")
+    await settle()
+    s.feed(b"body")
+    await until(lambda: t.closed)
+    ((status, headers, body),) = Responses(bytes(t.out)).items
+    assert (status, body, headers["connection"]) == (200, b"POST /a body", "close")
