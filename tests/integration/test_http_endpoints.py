@@ -225,3 +225,13 @@ def test_a_watch_client_that_stops_reading_loses_nothing(member: RaftkvMember) -
         revisions = [int(r) for r in re.findall(rb'"mod_revision":"(\d+)"', bytes(data))]
     s.close()
     assert revisions == list(range(first, last + 1))  # every event, in order, once
+
+
+def test_the_grafana_dashboard_uses_only_metrics_raftkv_serves(member: RaftkvMember) -> None:
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "grafana" / "raftkv-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 20
+    names = {re.sub(r"_bucket$", "", n) for e in exprs for n in re.findall(r"\b((?:etcd|grpc|process)_[a-z_]+)\{", e)}
+    _, _, body = http(member.port, "GET", "/metrics")
+    served = set(re.findall(r"^# HELP (\S+) ", body.decode(), re.M))
+    assert names <= served, names - served
