@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from frontend.grpc import GrpcSession, Method
 from frontend.grpc._session import ErrorStatus
-from frontend.http1 import Http1App, Http1Session
+from frontend.http1 import Http1App, Http1Config, Http1Session
 from frontend.http2 import PREFACE, ErrorCode, H2Connection
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ class FrontendConfig:
     idle_timeout: float = 300.0
     keepalive_interval: float = 60.0
     keepalive_timeout: float = 20.0
+    http1: Http1Config = field(default_factory=Http1Config)
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -94,7 +95,6 @@ class ClientProtocol(asyncio.Protocol):
             return
         if self.http1 is not None:
             self.http1.feed(data)
-            self._after_http1()
             return
         sniffed = self._sniffed + data
         n = min(len(sniffed), len(PREFACE))
@@ -105,19 +105,21 @@ class ClientProtocol(asyncio.Protocol):
             self._start_h2(sniffed)
         else:
             self._sniffed = b""
-            self.http1 = Http1Session(self.http1_app, self._write_http1)
-            self.http1.feed(sniffed)
-            self._after_http1()
+            self._start_http1(sniffed)
 
     def pause_writing(self) -> None:
         self._paused = True
         if self.grpc is not None:
             self.grpc.paused = True
+        if self.http1 is not None:
+            self.http1.pause_writing()
 
     def resume_writing(self) -> None:
         self._paused = False
         if self.grpc is not None:
             self.grpc.resume()
+        if self.http1 is not None:
+            self.http1.resume_writing()
         self.schedule_flush()
 
     def eof_received(self) -> bool | None:
@@ -129,6 +131,8 @@ class ClientProtocol(asyncio.Protocol):
             self._timer.cancel()
         if self.grpc is not None:
             self.grpc.connection_lost()
+        if self.http1 is not None:
+            self.http1.connection_lost()
         if self.server is not None:
             self.server.connections.discard(self)
             self.server.connection_closed()
@@ -179,13 +183,17 @@ class ClientProtocol(asyncio.Protocol):
         if self.h2 is not None:
             self.h2.close(ErrorCode.NO_ERROR)
             self.schedule_flush()
-        elif self.http1 is None or not self.http1.closing:
+        elif self.http1 is not None:
+            self.http1.shutdown()
+        else:
             self._close_transport()
 
     def abort(self) -> None:
         """End now: every handler is cancelled and the socket closed."""
         if self.grpc is not None:
             self.grpc.connection_lost()
+        if self.http1 is not None:
+            self.http1.close()
         if self.h2 is not None and not self.h2.terminated:
             self.h2.close(ErrorCode.NO_ERROR)
             data = self.h2.data_to_send()
@@ -203,13 +211,19 @@ class ClientProtocol(asyncio.Protocol):
 
     # ---- HTTP/1.1 ----
 
-    def _write_http1(self, data: bytes) -> None:
-        if self.transport is not None and not self._closed:
-            self.transport.write(data)
-
-    def _after_http1(self) -> None:
-        if self.http1 is not None and self.http1.closing:
-            self._close_transport()
+    def _start_http1(self, data: bytes) -> None:
+        """From here on the connection is HTTP/1.1: the session has its own timers and closes the socket itself."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        transport = self.transport
+        assert transport is not None
+        peer = transport.get_extra_info("peername")
+        remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else None
+        self.http1 = Http1Session(self.http1_app, transport, self.loop, self.config.http1, remote)
+        if self._paused:
+            self.http1.pause_writing()
+        self.http1.feed(data)
 
     # ---- timers ----
 
@@ -218,7 +232,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def _tick(self) -> None:
         self._timer = None
-        if self._closed:
+        if self._closed or self.http1 is not None:
             return
         cfg = self.config
         now = self.loop.time()

@@ -43,6 +43,8 @@ class ServerConfig:
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"
     log_level: str = "info"
+    listen_metrics_urls: list[str] = field(default_factory=list)
+    enable_grpc_gateway: bool = True
 
     def __post_init__(self) -> None:
         if not self.initial_cluster:
@@ -76,6 +78,9 @@ class ServerConfig:
 
     def client_bind_addresses(self) -> list[str]:
         return [_host_port(url, "--listen-client-urls") for url in self.listen_client_urls]
+
+    def metrics_bind_addresses(self) -> list[str]:
+        return [_host_port(url, "--listen-metrics-urls") for url in self.listen_metrics_urls]
 
     def peer_bind_addresses(self) -> list[str]:
         return [_host_port(url, "--listen-peer-urls") for url in self.listen_peer_urls]
@@ -112,6 +117,19 @@ def _bytes_size(value: str) -> int:
     return int(value)
 
 
+_TRUE = ("1", "t", "T", "true", "TRUE", "True")
+_FALSE = ("0", "f", "F", "false", "FALSE", "False")
+
+
+def _bool(value: str) -> bool:
+    """Go's strconv.ParseBool, as etcd's boolean flags take their value."""
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError("not a boolean (true or false)")
+
+
 # flag name -> (ServerConfig field, parser)
 FLAGS: dict[str, tuple[str, object]] = {
     "name": ("name", str),
@@ -132,12 +150,26 @@ FLAGS: dict[str, tuple[str, object]] = {
     "auto-compaction-mode": ("auto_compaction_mode", str),
     "auto-compaction-retention": ("auto_compaction_retention", str),
     "log-level": ("log_level", str),
+    "listen-metrics-urls": ("listen_metrics_urls", _urls),
+    "enable-grpc-gateway": ("enable_grpc_gateway", _bool),
 }
+BOOL_FLAGS = frozenset({"enable-grpc-gateway"})
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     for flag in FLAGS:
-        parser.add_argument(f"--{flag}", f"-{flag}", dest=flag.replace("-", "_"), default=None, metavar="VALUE")
+        if flag in BOOL_FLAGS:  # Go's boolean flags: --flag alone means true, --flag=false turns it off
+            parser.add_argument(
+                f"--{flag}",
+                f"-{flag}",
+                dest=flag.replace("-", "_"),
+                default=None,
+                nargs="?",
+                const="true",
+                metavar="BOOL",
+            )
+        else:
+            parser.add_argument(f"--{flag}", f"-{flag}", dest=flag.replace("-", "_"), default=None, metavar="VALUE")
 
 
 def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -174,3 +206,4 @@ def _validate(cfg: ServerConfig) -> None:
         cfg.quota_backend_bytes = DEFAULT_QUOTA_BACKEND_BYTES
     cfg.client_bind_addresses()
     cfg.peer_bind_addresses()
+    cfg.metrics_bind_addresses()

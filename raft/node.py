@@ -62,6 +62,7 @@ from raft.core import (
     StateRole,
 )
 from raft.snapshot import SnapshotDir, remove_outgoing
+from raft.stats import RaftStats
 from raft.transport import Transport
 from raft.wal import WAL
 
@@ -133,6 +134,9 @@ class RaftNode:
         self._leader_waiters: list[tuple[int, asyncio.Future]] = []
         self._campaign_when_applied = False
         self._outgoing: dict[int, Path] = {}  # peer -> snapshot file being sent to it
+        self.stats = RaftStats()
+        self._last_lead = 0
+        self._heartbeats: dict[int, float] = {}  # peer -> when the oldest unanswered heartbeat went out
 
     # ---- what the server reads ----
 
@@ -216,6 +220,7 @@ class RaftNode:
         if fresh and self.bootstrap:
             self.rn.bootstrap(sorted(self.peers))
         self._conf_state = self.rn.status().conf_state
+        self.wal.fsync_seconds = self.stats.wal_fsync
         transport = Transport(
             self.member_id,
             self.cluster_id,
@@ -225,6 +230,7 @@ class RaftNode:
             snapshot_source=self._snapshot_source,
             snapshot_dir=self.snapshots,
             deliver_snapshot=self._deliver_snapshot,
+            stats=self.stats,
         )
         self.snapshots.prepare()
         await transport.start(self.peer_listen)
@@ -275,6 +281,10 @@ class RaftNode:
     def _deliver(self, msg: Message) -> None:
         if self._stopped:
             return
+        if msg.type == MessageType.HEARTBEAT_RESP:
+            sent = self._heartbeats.pop(msg.frm, None)
+            if sent is not None:
+                self.stats.round_trip(msg.frm, time.monotonic() - sent)
         self.rn.step(msg)
         self._wake.set()
 
@@ -449,6 +459,8 @@ class RaftNode:
                 self.storage.set_hard_state(hs)
         if messages:
             failpoints.hit("beforeSendMessages")
+            if rn.role == StateRole.LEADER:
+                self._note_heartbeats(messages)
             transport.send(messages)
         if rd.committed_entries:
             self._apply(rd.committed_entries)
@@ -466,6 +478,11 @@ class RaftNode:
 
     def _on_soft_state(self) -> None:
         lead = self.rn.lead
+        if lead != self._last_lead:
+            if lead != NONE:
+                self.stats.leader_changes += 1  # etcd_server_leader_changes_seen_total
+            self._last_lead = lead
+            self._heartbeats.clear()
         if lead == NONE:
             return
         if self._leader_waiters:
@@ -478,6 +495,16 @@ class RaftNode:
             self._leader_waiters = keep
         if self._read_pending and self._read_round is None:
             self._start_read_round()
+
+    def _note_heartbeats(self, messages: list[Message]) -> None:
+        """Remembers when heartbeats went out, for the round trip to each follower (peer metrics)."""
+        pending = self._heartbeats
+        now = None
+        for m in messages:
+            if m.type == MessageType.HEARTBEAT and m.to not in pending:
+                if now is None:
+                    now = time.monotonic()
+                pending[m.to] = now
 
     def _apply(self, entries: list[Entry]) -> None:
         sm = self.sm

@@ -58,6 +58,7 @@ import msgpack
 from raft import snapshot as snapfiles
 from raft.core.types import Message, MessageType
 from raft.snapshot import SnapshotDir
+from raft.stats import RaftStats
 
 log = logging.getLogger("raftkv.transport")
 
@@ -191,6 +192,7 @@ class Transport:
         snapshot_dir: SnapshotDir,
         deliver_snapshot: Callable[[Message, Path], None],
         max_queue: int = 4096,
+        stats: RaftStats | None = None,
     ) -> None:
         self.member_id = member_id
         self.cluster_id = cluster_id
@@ -202,6 +204,7 @@ class Transport:
         self._snapshot_dir = snapshot_dir
         self._deliver_snapshot = deliver_snapshot
         self._max_queue = max_queue
+        self.stats = stats if stats is not None else RaftStats()
         self._peers: dict[int, _Peer] = {}
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task] = set()  # everything we started and must await on stop
@@ -427,6 +430,8 @@ class Transport:
         """Writes everything queued for p, one batch (one write, one drain) per wakeup, until the link breaks."""
         _set_nodelay(writer)
         q, wake, transport = p.queue, p.wake, writer.transport
+        sent = self.stats.sent_bytes
+        sent.setdefault(p.id, 0)
         watcher = asyncio.get_running_loop().create_task(_drain_input(reader, wake))
         try:
             writer.write(self._frame(p.id, HELLO, PROTOCOL_VERSION))
@@ -444,6 +449,7 @@ class Transport:
                 data = self._encode_batch(p.id, batch)
                 if data:
                     writer.write(data)
+                    sent[p.id] += len(data)
                 if transport.get_write_buffer_size():  # the kernel did not take it all: wait, but not forever
                     async with asyncio.timeout(WRITE_STALL_TIMEOUT):
                         await writer.drain()
@@ -559,6 +565,9 @@ class Transport:
             raise _Rejected("cluster_id_mismatch", their_cluster_id=repr(cluster_id)[:40])
         if to != self.member_id:
             raise _Rejected("to_id_mismatch", to_id=repr(to)[:40])
+        received = self.stats.received_bytes
+        if frm in received or frm in self._peers:
+            received[frm] = received.get(frm, 0) + 4 + n
         return frm, kind, body
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import struct
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ import msgpack
 
 from kvstore.errors import StartupError
 from raft import failpoints
+from raft.stats import Histogram
 
 log = logging.getLogger("raftkv.wal")
 
@@ -111,6 +113,7 @@ class WAL:
         self._next_index = next_index  # index the next appended entry is expected to have
         self._poisoned: BaseException | None = None
         self._hard_state: tuple[int, int, int] = (0, 0, 0)
+        self.fsync_seconds: Histogram | None = None  # the node's WAL fsync histogram (metrics)
 
     # ---- opening ----
 
@@ -270,7 +273,10 @@ class WAL:
             while written < len(buf):  # a short write: keep going, ENOSPC will surface as OSError
                 written += os.write(self._fd, buf[written:])
             if sync or entries:
+                started = time.perf_counter()
                 os.fdatasync(self._fd)
+                if self.fsync_seconds is not None:
+                    self.fsync_seconds.observe(time.perf_counter() - started)
             failpoints.hit("afterWALSave")
         except OSError as exc:
             self._poisoned = exc

@@ -5,8 +5,8 @@ request decoder); handlers get a ``ServerCall`` and know nothing of HTTP/2.
 """
 
 from frontend.grpc._call import CallEnded, Kind, ServerCall
-from frontend.grpc._framing import frame
-from frontend.grpc._session import GrpcSession, Method, status_blocks
+from frontend.grpc._framing import frame, too_large
+from frontend.grpc._session import GrpcSession, Method, MethodStats, status_blocks, unimplemented_status
 from frontend.grpc._status import GrpcError, StatusCode, percent_decode, percent_encode
 
 __all__ = [
@@ -15,10 +15,13 @@ __all__ = [
     "GrpcSession",
     "Kind",
     "Method",
+    "MethodStats",
     "ServerCall",
     "StatusCode",
     "frame",
     "percent_decode",
     "percent_encode",
     "status_blocks",
+    "too_large",
+    "unimplemented_status",
 ]

@@ -52,6 +52,7 @@ class ServerCall:
         "remote_ended",
         "request",
         "started",
+        "stats",
         "stream_id",
         "task",
         "timer",
@@ -79,6 +80,7 @@ class ServerCall:
         self.headers_sent = False
         self.task: asyncio.Task[Any] | asyncio.Future[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.stats: Any = None  # the method's MethodStats (set by the session)
         self._queue: deque[tuple[Any, int]] = deque()  # decoded requests of a stream and their wire size
         self._queued_bytes = 0
         self._unacked = 0  # flow-control bytes held back while the queue is full

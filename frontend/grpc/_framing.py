@@ -18,6 +18,11 @@ PREFIX_LEN = 5
 ENCODINGS = ("identity", "gzip")
 
 
+def too_large(size: int, limit: int) -> GrpcError:
+    """grpc-go's refusal of a message over the receive limit (the gateway gives it too)."""
+    return GrpcError(StatusCode.RESOURCE_EXHAUSTED, f"grpc: received message larger than max ({size} vs. {limit})")
+
+
 def frame(payload: bytes) -> bytes:
     return PREFIX.pack(0, len(payload)) + payload
 
@@ -71,9 +76,7 @@ class MessageReader:
         while end - pos >= PREFIX_LEN:
             flag, length = PREFIX.unpack_from(buf, pos)
             if length > self.limit:
-                raise GrpcError(
-                    StatusCode.RESOURCE_EXHAUSTED, f"grpc: received message larger than max ({length} vs. {self.limit})"
-                )
+                raise too_large(length, self.limit)
             if end - pos - PREFIX_LEN < length:
                 break
             body = buf[pos + PREFIX_LEN : pos + PREFIX_LEN + length]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from frontend.grpc._call import Kind, ServerCall
@@ -50,6 +50,19 @@ WRITE_HIGH_WATER = 256 << 10
 _UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 
+class MethodStats:
+    """What a method served, counted as go-grpc-prometheus counts it (read at scrape time; one
+    integer increment per event is all a call pays)."""
+
+    __slots__ = ("handled", "received", "sent", "started")
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.handled = [0] * 17  # by status code
+        self.received = 0  # messages
+        self.sent = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Method:
     """One served method: its kind, its handler and how its request is decoded from bytes."""
@@ -57,6 +70,7 @@ class Method:
     kind: Kind
     handler: Callable[..., Any]
     decode: Callable[[bytes], Any]
+    stats: MethodStats = field(default_factory=MethodStats, compare=False)
 
 
 ErrorStatus = Callable[[BaseException], "tuple[int, str] | None"]
@@ -94,6 +108,14 @@ def parse_timeout(value: bytes) -> float:
 def unknown_method(path: str) -> str:
     service, _, name = path.lstrip("/").rpartition("/")
     return f"unknown method {name} for service {service}" if service else f"malformed method name: {path!r}"
+
+
+def unimplemented_status(path: str, services: frozenset[str]) -> tuple[int, str]:
+    """grpc-go's answer to a path no method serves: an unknown service, or an unknown method of one."""
+    service = path.lstrip("/").rpartition("/")[0]
+    if service and service not in services:
+        return StatusCode.UNIMPLEMENTED, f"unknown service {service}"
+    return StatusCode.UNIMPLEMENTED, unknown_method(path)
 
 
 class GrpcSession:
@@ -185,12 +207,7 @@ class GrpcSession:
             return
         method = self.methods.get(request.path)
         if method is None:
-            path = request.path.decode("latin-1")
-            service = path.lstrip("/").rpartition("/")[0]
-            if service and service not in self.services:
-                self._reject(stream_id, StatusCode.UNIMPLEMENTED, f"unknown service {service}")
-            else:
-                self._reject(stream_id, StatusCode.UNIMPLEMENTED, unknown_method(path))
+            self._reject(stream_id, *unimplemented_status(request.path.decode("latin-1"), self.services))
             return
         deadline = None
         try:
@@ -203,6 +220,8 @@ class GrpcSession:
             self._reject(stream_id, exc.code, exc.message)
             return
         call = ServerCall(self, stream_id, request, method.kind, MessageReader(self.limit, compression), deadline)
+        call.stats = stats = method.stats
+        stats.started += 1
         self.calls[stream_id] = call
         if deadline is not None:
             call.timer = self.loop.call_at(deadline, self._expire, call)
@@ -235,6 +254,7 @@ class GrpcSession:
                 self.finish(call, StatusCode.INTERNAL, f"grpc: error unmarshalling request: {exc}")
                 return
             call.push(request, len(body) + 5)
+            call.stats.received += 1
 
     def consumed(self, call: ServerCall, size: int) -> None:
         """A streaming handler took a request: give back held-back credit once the queue is short."""
@@ -252,6 +272,7 @@ class GrpcSession:
 
     def _run(self, call: ServerCall, body: bytes) -> None:
         method = self.methods[call.request.path]
+        method.stats.received += 1
         try:
             request = method.decode(body)
         except Exception as exc:
@@ -314,6 +335,9 @@ class GrpcSession:
         conn.send_headers(sid, RESPONSE_HEADERS)
         conn.send_data(sid, frame(response.SerializeToString()))
         conn.send_trailers(sid, OK_TRAILERS)
+        stats = call.stats
+        stats.sent += 1
+        stats.handled[0] += 1
         self._close(call)
         self._stop_receiving(sid)
         self.on_output()
@@ -334,6 +358,7 @@ class GrpcSession:
             call.headers_sent = True
             conn.send_headers(call.stream_id, RESPONSE_HEADERS)
         conn.send_data(call.stream_id, frame(payload))
+        call.stats.sent += 1
         self.on_output()
 
     def must_wait(self, call: ServerCall) -> bool:
@@ -343,6 +368,7 @@ class GrpcSession:
         """Ends the call with a status (trailers, or trailers-only if nothing was sent)."""
         if call.finished:
             return
+        call.stats.handled[code if 0 <= code < 17 else StatusCode.UNKNOWN] += 1
         sid = call.stream_id
         if sid not in self.conn.streams:  # reset or the connection failed: nothing can be sent
             self._close(call)
@@ -370,6 +396,7 @@ class GrpcSession:
         """The client reset the stream or the connection is gone: nothing more is sent."""
         if call.finished:
             return
+        call.stats.handled[StatusCode.CANCELLED] += 1
         self._close(call)
 
     def _expire(self, call: ServerCall) -> None:

@@ -24,6 +24,10 @@ class TreeIndex:
     def __len__(self) -> int:
         return len(self._tree)
 
+    def alive(self, at_rev: int) -> int:
+        """How many keys are alive at a revision (a full pass: for opening the store, not for requests)."""
+        return sum(1 for ki in self._tree.values() if ki.get(at_rev) is not None)
+
     def key_index(self, key: bytes) -> KeyIndex | None:
         return self._tree.get(key)
 

@@ -26,6 +26,7 @@ from kvstore.errors import Compacted, FutureRev, StartupError
 from kvstore.mvcc.backend import Backend
 from kvstore.mvcc.index import TreeIndex
 from kvstore.mvcc.revision import Revision, bytes_to_rev, rev_to_bytes, tombstone_to_bytes
+from kvstore.mvcc.stats import MvccStats
 from proto.mvccpb.kv_pb2 import KeyValue
 
 EVENT_PUT = 0
@@ -64,9 +65,10 @@ class CompactionJob:
 
 
 class KVStore:
-    def __init__(self, backend: Backend, leases: LeaseHooks | None = None) -> None:
+    def __init__(self, backend: Backend, leases: LeaseHooks | None = None, stats: MvccStats | None = None) -> None:
         self.backend = backend
         self.leases = leases
+        self.stats = stats if stats is not None else MvccStats()
         self.index = TreeIndex()
         self.current_rev = 1  # an empty store is at revision 1, as etcd's is
         self.compact_main_rev = -1
@@ -105,6 +107,7 @@ class KVStore:
                 last_main = main
         self.current_rev = max(last_main, finished, scheduled, 1)
         self.compact_main_rev = finished
+        self.stats.keys = index.alive(self.current_rev)
         if self.leases is not None:
             for key, lease_id in key_lease.items():
                 self.leases.attach(lease_id, key)
@@ -145,6 +148,7 @@ class KVStore:
             rev = cur_rev
         if rev < self.compact_main_rev:
             raise Compacted()
+        self.stats.ranges += 1
         pairs = self.index.revisions(key, end, rev)
         total = len(pairs)
         if count_only or not pairs:
@@ -263,6 +267,7 @@ class WriteTxn:
         got = store.index.get(key, rev)
         if got is None:
             created, ver = rev, 1
+            store.stats.keys += 1
         else:
             created, ver = got[1][0], got[2] + 1
         kv = KeyValue(key=key, value=value, create_revision=created, mod_revision=rev, version=ver, lease=lease)
@@ -270,6 +275,7 @@ class WriteTxn:
         self.txn.put(rev_to_bytes(rev, sub), kv.SerializeToString(), db=store.backend.key_db, append=True)
         store.index.put(key, (rev, sub))
         self.changes.append((EVENT_PUT, kv))
+        store.stats.puts += 1
         leases = store.leases
         if leases is not None:
             old = leases.lease_of(key)
@@ -283,6 +289,7 @@ class WriteTxn:
     def delete_range(self, key: bytes, end: bytes | None) -> tuple[int, int]:
         """Deletes every key alive in the range; returns (number deleted, revision)."""
         store = self.store
+        store.stats.deletes += 1
         alive = store.index.revisions(key, end, self.rev())
         for ki, _ in alive:
             self._delete(ki.key)
@@ -299,6 +306,7 @@ class WriteTxn:
         )
         store.index.tombstone(key, (rev, sub))
         self.changes.append((EVENT_DELETE, KeyValue(key=key, mod_revision=rev)))
+        store.stats.keys -= 1
         leases = store.leases
         if leases is not None:
             old = leases.lease_of(key)

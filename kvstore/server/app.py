@@ -1,7 +1,9 @@
 """A member process's lifecycle: open the data, start the log and the client front end, serve, stop.
 
 Clients are served by raftkv's own front end (``frontend``: gRPC over HTTP/2 on asyncio, HTTP/1.1
-on the same port) from the dispatch table of ``kvstore.server.routes``. Startup refuses to run on
+on the same port) from the dispatch table of ``kvstore.server.routes``; HTTP/1.1 requests go to
+etcd's JSON gateway over that same table and to etcd's endpoints (``kvstore.server.http_api``), and
+``--listen-metrics-urls`` adds listeners for the metrics and health endpoints alone. Startup refuses to run on
 damaged data (``StartupError`` with the file named). Shutdown is graceful on SIGTERM and SIGINT:
 the front end stops taking calls (GOAWAY) and gives running ones a moment, then the log and the
 backend are closed. A failure of the log itself (a failed fsync)
@@ -15,14 +17,19 @@ import gc
 import logging
 import signal
 
+from frontend.gateway import Gateway
+from frontend.http1 import Http1Config
 from frontend.protocol import FrontendConfig
 from frontend.server import FrontendServer
 from kvstore.config import GRPC_OVERHEAD_BYTES, ServerConfig, peer_address
 from kvstore.errors import StartupError
 from kvstore.mvcc import Backend
+from kvstore.server.endpoints import Endpoints
+from kvstore.server.http_api import BINDINGS, CORS, ClientPortApp, etcd_codec
 from kvstore.server.lease_service import LeaseService
 from kvstore.server.local_client import LocalClient
-from kvstore.server.member import Member
+from kvstore.server.member import VERSION, Member
+from kvstore.server.metrics import HealthCounts, MemberCollector, member_registry
 from kvstore.server.routes import member_services, methods
 from kvstore.server.rpc import error_status
 from raft.node import RaftNode
@@ -32,9 +39,17 @@ log = logging.getLogger("raftkv.server")
 GRACE_SECONDS = 2.0
 
 
+def receive_limit(cfg: ServerConfig) -> int:
+    """etcd's receive limit: --max-request-bytes plus gRPC's overhead allowance (2 MiB by default)."""
+    return cfg.max_request_bytes + GRPC_OVERHEAD_BYTES
+
+
 def frontend_config(cfg: ServerConfig) -> FrontendConfig:
-    # etcd's receive limit: --max-request-bytes plus gRPC's overhead allowance (2 MiB by default)
-    return FrontendConfig(max_receive_message_length=cfg.max_request_bytes + GRPC_OVERHEAD_BYTES)
+    # a JSON body holds its bytes in base64 (4/3) among field names: four times the receive limit lets
+    # through whatever etcd's gateway would decode and then refuse with gRPC's limit (the decoded
+    # request is checked as gRPC checks it); only a body past that is refused unread (413)
+    limit = receive_limit(cfg)
+    return FrontendConfig(max_receive_message_length=limit, http1=Http1Config(max_body_bytes=4 * limit + (64 << 10)))
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -50,6 +65,8 @@ class MemberServer:
         self.ports: list[int] = []
         self.lease_service: LeaseService | None = None
         self.local_client: LocalClient | None = None
+        self.metrics_servers: list[FrontendServer] = []
+        self.metrics_ports: list[int] = []
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -75,14 +92,38 @@ class MemberServer:
         # MemberList and endpoint discovery show); that needs a leader and a quorum
         await member.published.wait()
         services, self.lease_service, self.local_client = member_services(member)
-        server = FrontendServer(methods(services), frontend_config(cfg), error_status=error_status)
+        config = frontend_config(cfg)
+        server = FrontendServer(methods(services), config, error_status=error_status)
         self.frontend = server
+        health = HealthCounts()
+        registry = member_registry(MemberCollector(member, server.methods, health, VERSION))
+        gateway = None
+        if cfg.enable_grpc_gateway:
+            gateway = Gateway(
+                BINDINGS,
+                server.methods,
+                codec=etcd_codec(),
+                error_status=error_status,
+                receive_limit=receive_limit(cfg),
+                services=server.services,
+                extra_headers=CORS,
+            )
+        server.http1 = ClientPortApp(gateway, Endpoints(member, VERSION, registry, health, extra_headers=CORS))
         for address in cfg.client_bind_addresses():
             try:
                 port = await server.listen(*split_host_port(address))
             except OSError as exc:
                 raise StartupError(f"cannot listen for clients on {address}: {exc}") from exc
             self.ports.append(port)
+        for address in cfg.metrics_bind_addresses():
+            metrics = FrontendServer(
+                {}, config, http1=Endpoints(member, VERSION, registry, health, serve_version=False)
+            )
+            self.metrics_servers.append(metrics)
+            try:
+                self.metrics_ports.append(await metrics.listen(*split_host_port(address)))
+            except OSError as exc:
+                raise StartupError(f"cannot listen for metrics on {address}: {exc}") from exc
         log.info(
             "serving client requests",
             extra={
@@ -90,6 +131,7 @@ class MemberServer:
                 "member_id": f"{cfg.member_id:x}",
                 "cluster_id": f"{cfg.cluster_id:x}",
                 "listen_client_urls": ",".join(cfg.listen_client_urls),
+                "listen_metrics_urls": ",".join(cfg.listen_metrics_urls),
                 "data_dir": str(cfg.data_dir),
                 "revision": member.store.current_rev,
                 "applied_index": member.applied_index,
@@ -97,6 +139,8 @@ class MemberServer:
         )
 
     async def stop(self) -> None:
+        for metrics in self.metrics_servers:
+            await metrics.stop(0)
         if self.frontend is not None:
             await self.frontend.stop(GRACE_SECONDS)
         if self.local_client is not None:

@@ -31,11 +31,13 @@ from kvstore.lease.runner import LeaseRunner
 from kvstore.membership import MemberInfo
 from kvstore.mvcc import Backend, KVStore
 from kvstore.mvcc.shared_lock import SharedLock
+from kvstore.mvcc.stats import MvccStats
 from kvstore.mvcc.store import CompactionJob
 from kvstore.watch import WatchHub
 from proto.etcdserverpb import rpc_pb2 as pb
 from raft import unsafe
 from raft.api import CommittedEntry, ReplicatedLog
+from raft.stats import FSYNC_BUCKETS, Histogram
 
 log = logging.getLogger("raftkv.member")
 
@@ -50,6 +52,9 @@ class Member:
         # the lessor first: the store re-attaches every leased key to it when it opens
         self.lessor = Lessor(backend, min_ttl=min_lease_ttl(cfg.heartbeat_interval_ms, cfg.election_timeout_ms))
         self.watch_hub: WatchHub | None = None
+        self.mvcc_stats = MvccStats()  # counted across every store this member opens
+        self.proposals_failed = 0  # etcd_server_proposals_failed_total
+        self.backend_commit = Histogram(FSYNC_BUCKETS)  # the periodic backend sync (etcd: backend commit)
         self._open_state(backend)
         self.log = replicated_log
         self.lease_runner = LeaseRunner(
@@ -73,7 +78,7 @@ class Member:
         """Opens the store over backend with its applier, lessor and watch hooks (at start, and after
         a snapshot from the leader replaced the backend)."""
         self.backend = backend
-        self.store = KVStore(backend, leases=self.lessor)
+        self.store = KVStore(backend, leases=self.lessor, stats=self.mvcc_stats)
         if self.watch_hub is None:
             self.watch_hub = WatchHub(self.store)
         else:
@@ -198,6 +203,9 @@ class Member:
         try:
             self.log.propose(data)
             result = await fut
+        except EtcdError:
+            self.proposals_failed += 1
+            raise
         finally:
             self._waiters.pop(request_id, None)
         if isinstance(result, EtcdError):
@@ -262,7 +270,9 @@ class Member:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(0.1)
+            started = time.perf_counter()
             await loop.run_in_executor(None, self.sync)
+            self.backend_commit.observe(time.perf_counter() - started)
 
     # ---- responses ----
 

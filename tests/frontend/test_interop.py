@@ -163,7 +163,7 @@ async def read_all(reader: asyncio.StreamReader) -> bytes:
     return b"".join(chunks)
 
 
-async def test_http1_gets_a_404_on_the_same_port() -> None:
+async def test_http1_on_the_same_port_without_an_app_gets_go_s_404() -> None:
     server, _ = await start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.ports[0])
@@ -171,7 +171,8 @@ async def test_http1_gets_a_404_on_the_same_port() -> None:
         out = await asyncio.wait_for(read_all(reader), 30)
         writer.close()
         assert out.count(b"HTTP/1.1 404 Not Found") == 2
-        assert b"GET /version over HTTP/1.1 is not served yet" in out
+        assert out.count(b"\r\n\r\n404 page not found\n") == 2
+        assert out.endswith(b"Connection: close\r\n\r\n404 page not found\n")
     finally:
         await server.stop(1)
 

@@ -121,3 +121,32 @@ def test_check_perf_reads_etcdctl_verdicts() -> None:
     assert failed.slowest_s == 0.786915 and failed.slowest_ok is False and failed.stddev_ok
     assert failed.lines[-1] == "FAIL"
     assert not parse("Error: context deadline exceeded\n", 1).passed
+
+
+def test_bench_metrics_runs_and_sees_the_counters_move(tmp_path: Path) -> None:
+    args = ["--seconds", "1", "--warmup", "0.2", "--rounds", "1", "--interval", "0.2", "--scrapes", "5"]
+    args += ["--workloads", "put", "--clients", "4", "--channels", "2", "--keys", "100", "--value-size", "64"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.metrics", *args, "--results-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (path,) = tmp_path.glob("metrics-*.json")
+    doc = json.loads(path.read_text())
+    assert doc["benchmark"] == "metrics" and doc["cpu_ms_per_scrape"] > 0 and doc["bytes_per_scrape"] > 1000
+    windows = doc["windows"]
+    assert sorted(w["scraping"] for w in windows) == [False, True]
+    scraped = next(w for w in windows if w["scraping"])
+    assert scraped["scrapes"] >= 2
+    # counted at apply and at the answer: the same puts, give or take those in flight at a scrape
+    assert scraped["puts_counted"] > 0 and scraped["put_oks_counted"] > 0
+    assert abs(scraped["puts_counted"] - scraped["put_oks_counted"]) <= 0.05 * scraped["puts_counted"] + 8
+    assert set(doc["summary"]["put"]) == {
+        "ops_per_s_without",
+        "ops_per_s_with",
+        "ratio_with_to_without",
+        "scrape_cpu_share_of_load",
+    }
