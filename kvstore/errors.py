@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import grpc
 
+from raft.errors import StartupError as _StartupError
+
 _C = grpc.StatusCode
 
 
@@ -119,5 +121,6 @@ NotSupportedForLearner = _error("NotSupportedForLearner", _C.UNAVAILABLE, "etcds
 BadLeaderTransferee = _error("BadLeaderTransferee", _C.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
 
 
-class StartupError(Exception):
-    """The member cannot start safely (corrupt or torn files, bad flags); the message says why and where."""
+# The member cannot start safely (corrupt or torn files, bad flags): one class for the log's files
+# and the store's, defined by the log layer (raft/ must not import kvstore).
+StartupError = _StartupError

@@ -169,6 +169,63 @@ class _Peer:
         self.snap_task: asyncio.Task | None = None
 
 
+class _RemovedAnswer(Exception):
+    """The peer answered a request with REMOVED."""
+
+
+async def _exchange(
+    addr: tuple[str, int],
+    ids: tuple[int, int, int],
+    payload: bytes,
+    timeout: float,
+    local_addr: tuple[str, int] | None = None,
+) -> bytes:
+    """One request on a connection of its own: HELLO and REQUEST as (cluster, from, to) ids, then the answer."""
+    host, port = addr
+    writer: asyncio.StreamWriter | None = None
+    ok = False
+    packer = msgpack.Packer()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port, limit=_READ_LIMIT, local_addr=local_addr)
+            _set_nodelay(writer)
+            cid, me, to = ids
+            hello = packer.pack([cid, me, to, HELLO, PROTOCOL_VERSION])
+            req = packer.pack([cid, me, to, REQUEST, payload])
+            writer.write(_LEN.pack(len(hello)) + hello + _LEN.pack(len(req)) + req)
+            (n,) = _LEN.unpack(await reader.readexactly(4))
+            if n > MAX_FRAME:
+                raise PeerRequestError(f"answer from {host}:{port} too large ({n} bytes)")
+            frame = msgpack.unpackb(await reader.readexactly(n))
+        if type(frame) is not list or len(frame) != 5:
+            raise PeerRequestError(f"malformed answer from {host}:{port}")
+        kind, body = frame[3], frame[4]
+        if kind == REMOVED:
+            raise _RemovedAnswer()
+        if kind != RESPONSE or type(body) is not list or len(body) != 2 or type(body[1]) is not bytes:
+            raise PeerRequestError(f"unexpected answer from {host}:{port} (frame kind {kind!r})")
+        ok = True
+        if not body[0]:
+            raise PeerRequestError(body[1].decode(errors="replace"))
+        return body[1]
+    except TimeoutError:
+        raise PeerRequestError(f"no answer from {host}:{port} within {timeout:.1f}s") from None
+    except (OSError, asyncio.IncompleteReadError, ValueError, msgpack.UnpackException) as exc:
+        raise PeerRequestError(f"cannot ask {host}:{port}: {exc!r}") from None
+    finally:
+        if writer is not None:
+            await _close(writer, abort=not ok)
+
+
+async def ask(address: str, payload: bytes, timeout: float = 5.0) -> bytes:
+    """Asks the member listening at a peer address as a stranger (member 0 of cluster 0): what a member
+    that does not know the cluster yet can do. Raises PeerRequestError."""
+    try:
+        return await _exchange(parse_address(address), (0, 0, 0), payload, timeout)
+    except _RemovedAnswer:
+        raise PeerRequestError("unexpected REMOVED answer to a stranger") from None
+
+
 def parse_address(addr: str) -> tuple[str, int]:
     """ "host:port", "[v6]:port" or "http://host:port" -> (host, port)."""
     rest = addr.removeprefix("http://").removeprefix("tcp://").rstrip("/")
@@ -730,44 +787,16 @@ class Transport:
             p = self._peers.get(peer)
             if p is None:
                 raise PeerRequestError(f"unknown peer {peer:x}")
-            host, port = p.addr
-            ids = (self.cluster_id, self.member_id, peer)
-        elif address is not None:
-            host, port = parse_address(address)
-            ids = (0, 0, 0)
-        else:
-            raise ValueError("request needs a peer or an address")
-        writer: asyncio.StreamWriter | None = None
-        ok = False
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, limit=_READ_LIMIT, local_addr=self._local_addr if peer is not None else None
+            try:
+                return await _exchange(
+                    p.addr, (self.cluster_id, self.member_id, peer), payload, timeout, self._local_addr
                 )
-                _set_nodelay(writer)
-                cid, me, to = ids
-                hello = self._packer.pack([cid, me, to, HELLO, PROTOCOL_VERSION])
-                req = self._packer.pack([cid, me, to, REQUEST, payload])
-                writer.write(_LEN.pack(len(hello)) + hello + _LEN.pack(len(req)) + req)
-                _, _, _, kind, body = await self._read_raw(reader, MAX_FRAME)
-            if kind == REMOVED:
+            except _RemovedAnswer:
                 self._report_removed()
-                raise PeerRequestError("the member has been permanently removed from the cluster")
-            if kind != RESPONSE or type(body) is not list or len(body) != 2 or type(body[1]) is not bytes:
-                raise PeerRequestError(f"unexpected answer (frame kind {kind!r})")
-            ok = True
-            if not body[0]:
-                raise PeerRequestError(body[1].decode(errors="replace"))
-            return body[1]
-        except TimeoutError:
-            raise PeerRequestError(f"no answer from {host}:{port} within {timeout:.1f}s") from None
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            raise PeerRequestError(f"cannot ask {host}:{port}: {exc!r}") from None
-        except _Rejected as r:
-            raise PeerRequestError(f"bad answer from {host}:{port}: {r.reason}") from None
-        finally:
-            if writer is not None:
-                await _close(writer, abort=not ok)
+                raise PeerRequestError("the member has been permanently removed from the cluster") from None
+        if address is None:
+            raise ValueError("request needs a peer or an address")
+        return await ask(address, payload, timeout)
 
     async def _serve(self, peer: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Reads frames from a peer after its HELLO; returns True when it ended cleanly (a snapshot was acked)."""
