@@ -6,6 +6,7 @@ of ``proto.wire``. A path not in the table answers UNIMPLEMENTED (``frontend.grp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from frontend.grpc import Kind, Method
@@ -13,6 +14,7 @@ from frontend.protocol import FrontendConfig
 from frontend.server import FrontendServer
 from kvstore.server.cluster_service import ClusterService
 from kvstore.server.kv_service import KVService
+from kvstore.server.learner import learner_guard
 from kvstore.server.lease_service import LeaseService
 from kvstore.server.maintenance_service import MaintenanceService
 from kvstore.server.rpc import error_status
@@ -58,15 +60,21 @@ TABLE: dict[str, list[tuple[str, Kind, Any]]] = {
 }
 
 
-def methods(services: dict[str, object]) -> dict[str, Method]:
-    """The table for services by name ("KV", "Watch", ...): their methods bound to the instances."""
+def methods(services: dict[str, object], is_learner: Callable[[], bool] | None = None) -> dict[str, Method]:
+    """The table for services by name ("KV", "Watch", ...): their methods bound to the instances.
+
+    With is_learner, every method is refused while it answers True (``kvstore.server.learner``).
+    """
     table: dict[str, Method] = {}
     for service, entries in TABLE.items():
         instance = services.get(service)
         if instance is None:
             continue
         for name, kind, request_type in entries:
-            table[f"/etcdserverpb.{service}/{name}"] = Method(kind, getattr(instance, name), parser(request_type))
+            handler = getattr(instance, name)
+            if is_learner is not None:
+                handler = learner_guard(name, kind, handler, is_learner)
+            table[f"/etcdserverpb.{service}/{name}"] = Method(kind, handler, parser(request_type))
     return table
 
 
