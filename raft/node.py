@@ -361,11 +361,12 @@ class RaftNode:
         return await handler(peer, body)
 
     def _on_removed(self) -> None:
-        """A peer says this member was removed from the cluster: it must stop (etcd exits then too)."""
+        """A peer says this member was removed from the cluster: it must stop (etcd exits then too), a
+        moment later, like a member that applies its own removal (answers in flight still go out)."""
         log.error(
             "the member has been permanently removed from the cluster", extra={"member_id": f"{self.member_id:x}"}
         )
-        self._fail(RemovedError())
+        self._leave_after_removal()
 
     def _fail(self, exc: BaseException) -> None:
         self._stopped = True
