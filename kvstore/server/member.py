@@ -288,6 +288,8 @@ class Member:
             backend = Backend(db_dir)
         self.lessor.reload(backend)  # before the store, which re-attaches the leased keys
         self._open_state(backend)
+        if self.applier.membership.members:
+            self._sync_peers()  # the snapshot's membership may differ from what this member knew
         log.info("installed snapshot", extra={"applied_index": self.applied_index, "revision": self.store.current_rev})
 
     # ---- the write path ----

@@ -353,3 +353,41 @@ def test_member_update_changes_the_peer_urls(tmp_path: Path) -> None:
         assert members(m.endpoint)[0]["peerURLs"] == [new_url]
     finally:
         m.stop()
+
+
+def test_a_member_joining_after_compaction_catches_up_by_snapshot_and_all_restart(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path / "cluster", size=3, ports=[(free_port(), free_port()) for _ in range(3)])
+    for m in c.members:
+        m.args = ["--snapshot-count=200"]
+    c.start(timeout=60)
+    try:
+        with grpc.insecure_channel(c.members[0].endpoint) as ch:
+            stub = rpc_pb2_grpc.KVStub(ch)
+            for start in range(0, 6000, 500):  # far beyond the 5000 entries kept after a compaction
+                futures = [
+                    stub.Put.future(pb.PutRequest(key=b"snap/%05d" % i, value=b"x" * 20), timeout=60)
+                    for i in range(start, start + 500)
+                ]
+                for f in futures:
+                    f.result()
+        joiner = add_and_start(c, "m4")
+        assert "installing snapshot from the leader" in joiner.log_path.read_text()
+        assert sorted(m["name"] for m in members(endpoints(c))) == ["m1", "m2", "m3", "m4"]
+        # every member down at once, then up: the membership the log applied comes back (four voters)
+        for m in c.members:
+            c.kill_member(m.name)
+        for m in c.members:
+            c.start_member(m.name, wait=False)
+        c.wait_ready(timeout=DEADLINE)
+        assert etcdctl(endpoints(c), "put", "after-restart", "ok").returncode == 0
+        listed = members(endpoints(c))
+        assert sorted(m["name"] for m in listed) == ["m1", "m2", "m3", "m4"]
+        assert not any(m.get("isLearner") for m in listed)
+        for m in c.members:
+            with grpc.insecure_channel(m.endpoint) as ch:
+                got = rpc_pb2_grpc.KVStub(ch).Range(
+                    pb.RangeRequest(key=b"snap/", range_end=b"snap0", serializable=True, count_only=True), timeout=10
+                )
+            assert got.count == 6000, m.name
+    finally:
+        c.stop()
