@@ -59,6 +59,7 @@ from kvstore.mvcc import Backend, KVStore
 from kvstore.mvcc.shared_lock import SharedLock
 from kvstore.mvcc.store import CompactionJob
 from kvstore.quota import Quota
+from kvstore.server import peer_requests
 from kvstore.snapshot.maintenance import hash_kv
 from kvstore.watch import WatchHub
 from proto.etcdserverpb import rpc_pb2 as pb
@@ -162,10 +163,8 @@ class Member:
             )
         if membership.members:
             self._sync_peers()  # the membership the log applied, not the flags of the first start
-        if hasattr(self.log, "on_request"):
-            from kvstore.server.peer_requests import handle
-
-            self.log.on_request = lambda peer, body: handle(self, peer, body)  # type: ignore[attr-defined]
+        if hasattr(self.log, "on_request"):  # a log that carries requests between members (raft.node)
+            self.log.on_request = lambda peer, body: peer_requests.handle(self, peer, body)  # type: ignore[attr-defined]
         await self.log.start(self)
         self.watch_hub.start()
         loop = asyncio.get_running_loop()
@@ -538,9 +537,7 @@ class Member:
         return await hash_kv(self, revision)
 
     async def peer_hash_kv(self, peer: int, revision: int) -> tuple[int, int, int]:
-        from kvstore.server.peer_requests import ask_hash_kv
-
-        return await ask_hash_kv(self, peer, revision)
+        return await peer_requests.ask_hash_kv(self, peer, revision)
 
     async def raise_corrupt(self) -> None:
         await self.raise_alarm(0, CORRUPT)
