@@ -26,13 +26,22 @@ class AlarmStore:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._alarms: set[tuple[int, int]] = set()  # (alarm type, member id)
+        self._types: frozenset[int] = frozenset()  # the types raised (the applier asks on every entry)
         with backend.begin_read() as txn:
             for key, _ in txn.cursor(db=backend.dbs[s.ALARM]):
                 m = pb.AlarmMember.FromString(key)
                 self._alarms.add((m.alarm, m.memberID))
+        self._retype()
+
+    def _retype(self) -> None:
+        self._types = frozenset(a for a, _ in self._alarms)
 
     def active(self, alarm: int) -> bool:
-        return any(a == alarm for a, _ in self._alarms)
+        return alarm in self._types
+
+    @property
+    def any_raised(self) -> bool:
+        return bool(self._types)
 
     def get(self, alarm: int = pb.NONE) -> list[pb.AlarmMember]:
         """Every alarm of that type (NONE: of every type)."""
@@ -47,6 +56,7 @@ class AlarmStore:
         m = pb.AlarmMember(memberID=member_id, alarm=alarm)
         if (alarm, member_id) not in self._alarms:
             self._alarms.add((alarm, member_id))
+            self._retype()
             txn.put(m.SerializeToString(), b"", db=self.backend.dbs[s.ALARM])
         return m
 
@@ -55,6 +65,7 @@ class AlarmStore:
         if (alarm, member_id) not in self._alarms:
             return None
         self._alarms.discard((alarm, member_id))
+        self._retype()
         m = pb.AlarmMember(memberID=member_id, alarm=alarm)
         txn.delete(m.SerializeToString(), db=self.backend.dbs[s.ALARM])
         return m

@@ -12,12 +12,14 @@ write with ``etcdserver: mvcc: database space exceeded`` (``kvstore.server.membe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from proto.etcdserverpb import rpc_pb2 as pb
 
 LEASE_OVERHEAD = 64  # etcd's leaseOverhead
 KV_OVERHEAD = 256  # etcd's kvOverhead
+SIZE_TTL = 0.05  # the backend's size is looked up at most this often (writes check it before proposing)
 
 
 def put_cost(p: pb.PutRequest) -> int:
@@ -42,22 +44,36 @@ def cost(request: object) -> int:
 
 
 class Quota:
-    def __init__(self, quota_bytes: int, backend_size: Callable[[], int]) -> None:
+    def __init__(self, quota_bytes: int, backend_size: Callable[[], int], size_ttl: float = SIZE_TTL) -> None:
         self.quota_bytes = quota_bytes
-        self._size = backend_size
+        self._backend_size = backend_size
+        self._size_ttl = size_ttl
+        self._size = 0
+        self._size_at = float("-inf")
 
     @property
     def enabled(self) -> bool:
         return self.quota_bytes >= 0
 
+    def size(self) -> int:
+        now = time.monotonic()
+        if now - self._size_at >= self._size_ttl:
+            self._size = self._backend_size()
+            self._size_at = now
+        return self._size
+
+    def invalidate(self) -> None:
+        """The backend file was replaced (defragmented, a snapshot installed): look its size up again."""
+        self._size_at = float("-inf")
+
     def available(self, request: object) -> bool:
         """Whether request fits (etcd's Available): free requests always do."""
-        if not self.enabled:
+        if self.quota_bytes < 0:
             return True
         c = cost(request)
         if c == 0:
             return True
-        return self._size() + c < self.quota_bytes
+        return self.size() + c < self.quota_bytes
 
     def remaining(self) -> int:
-        return self.quota_bytes - self._size()
+        return self.quota_bytes - self.size()

@@ -140,16 +140,10 @@ class Applier:
             return None
         if op == Op.ALARM:
             return self._apply_alarm(txn, pb.AlarmRequest.FromString(body))
-        alarms = self.alarms
-        if alarms.active(CORRUPT) and op in _CORRUPT_REFUSES:
-            return Corrupt()
-        if alarms.active(NOSPACE):
-            if op == Op.PUT or op == Op.LEASE_GRANT:
-                return NoSpace()
-            if op == Op.TXN:
-                t = pb.TxnRequest.FromString(body)
-                if txn_puts(t):
-                    return NoSpace()
+        if self.alarms.any_raised:
+            refused = self._refused(op, body)
+            if refused is not None:
+                return refused
         if op == Op.COMPACT:
             req = pb.CompactionRequest.FromString(body)
             try:
@@ -184,6 +178,18 @@ class Applier:
             return exc
         _end(w, changes)
         return result
+
+    def _refused(self, op: int, body: bytes) -> EtcdError | None:
+        """What the raised alarms refuse (etcd's corrupt applier wraps the capped one: CORRUPT first)."""
+        alarms = self.alarms
+        if alarms.active(CORRUPT) and op in _CORRUPT_REFUSES:
+            return Corrupt()
+        if alarms.active(NOSPACE):
+            if op == Op.PUT or op == Op.LEASE_GRANT:
+                return NoSpace()
+            if op == Op.TXN and txn_puts(pb.TxnRequest.FromString(body)):
+                return NoSpace()
+        return None
 
     def _apply_alarm(self, txn: object, req: pb.AlarmRequest) -> pb.AlarmResponse:
         """etcd's applierV3backend.Alarm: GET lists, ACTIVATE raises, DEACTIVATE clears."""

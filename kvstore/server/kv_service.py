@@ -40,7 +40,8 @@ class KVService:
         return self._range_linearizable(request)
 
     async def Put(self, request: pb.PutRequest, call: ServerCall) -> pb.PutResponse:
-        await self.member.check_quota(request)  # before anything else, as etcd's quotaKVServer
+        if not self.member.quota.available(request):  # before anything else, as etcd's quotaKVServer
+            await self.member.check_quota(request)
         check_put(request)
         resp = await self.member.propose(Op.PUT, request.SerializeToString())
         self.member.fill_header(resp.header)  # type: ignore[attr-defined]

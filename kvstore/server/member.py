@@ -287,6 +287,7 @@ class Member:
             backend = Backend(db_dir)
         self.lessor.reload(backend)  # before the store, which re-attaches the leased keys
         self._open_state(backend)
+        self.quota.invalidate()
         if self.applier.membership.members:
             self._sync_peers()  # the snapshot's membership may differ from what this member knew
         log.info("installed snapshot", extra={"applied_index": self.applied_index, "revision": self.store.current_rev})
@@ -504,6 +505,7 @@ class Member:
                 if self.backend is not backend:  # a snapshot from the leader replaced it meanwhile
                     return before, self.backend.size()
                 backend.replace_file(copied)
+                self.quota.invalidate()
             finally:
                 lock.release_exclusive()
         finally:

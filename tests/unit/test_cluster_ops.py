@@ -215,7 +215,7 @@ def test_quota_costs_as_etcd_charges() -> None:
     assert cost(pb.LeaseGrantRequest(TTL=5)) == 64
     assert cost(pb.DeleteRangeRequest(key=b"k")) == 0 and cost(pb.TxnRequest()) == 0
     size = [1000]
-    q = Quota(2000, lambda: size[0])
+    q = Quota(2000, lambda: size[0], size_ttl=0)
     assert q.available(put) and q.available(pb.DeleteRangeRequest())
     size[0] = 1700
     assert not q.available(put) and q.available(pb.DeleteRangeRequest())
