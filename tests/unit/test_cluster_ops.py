@@ -29,6 +29,7 @@ from kvstore.mvcc import Backend, KVStore
 from kvstore.quota import Quota, cost
 from kvstore.server import reconfig
 from kvstore.snapshot import etcd_schema as s
+from kvstore.snapshot.snapshot_file import open_snapshot, write_snapshot
 from proto.etcdserverpb import rpc_pb2 as pb
 
 
@@ -265,3 +266,15 @@ def test_peer_urls_are_checked_as_etcd_checks_them() -> None:
     for bad in ([], ["127.0.0.1:2380"], ["ftp://a:1"], ["http://a"], ["http://a:1/path"], ["http://a:x"]):
         with pytest.raises(MemberBadURLs):
             reconfig.parse_urls(bad)
+
+
+def test_a_snapshot_carries_alarms_and_removed_members_in_etcds_buckets(state: State, tmp_path: Path) -> None:
+    state.apply(Op.ALARM, pb.AlarmRequest(action=pb.AlarmRequest.ACTIVATE, memberID=42, alarm=NOSPACE))
+    state.conf("remove", 2)
+    path = tmp_path / "snap.db"
+    write_snapshot(state.backend, path, "3.5.17")
+    with open_snapshot(path) as snap:
+        root = snap.db.root()
+        assert list(root.bucket(s.ALARM)) == [(pb.AlarmMember(memberID=42, alarm=NOSPACE).SerializeToString(), b"")]
+        assert list(root.bucket(s.MEMBERS_REMOVED)) == [(b"2", b"removed")]
+        assert sorted(k for k, _ in root.bucket(s.MEMBERS)) == [b"1", b"3"]
