@@ -1,7 +1,8 @@
 """The dispatch table: every etcd method path raftkv answers, its kind, handler and request type.
 
 Paths and request types are etcd's (``etcdserverpb``); requests are decoded with the nesting guard
-of ``proto.wire``. A path not in the table answers UNIMPLEMENTED (``frontend.grpc``).
+of ``proto.wire``. A path not in the table answers UNIMPLEMENTED (``frontend.grpc``). A member's
+table refuses what a learner may not serve while it is one (``kvstore.server.learner``).
 """
 
 from __future__ import annotations
