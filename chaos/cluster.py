@@ -3,7 +3,9 @@
 Used by ``raftkv cluster`` (the one-command local cluster), by the chaos harness and by the
 integration tests. Each member is a ``raftkv serve`` child process with etcd's flags; its data
 lives in ``<base_dir>/<name>.etcd`` and its output goes to ``<base_dir>/<name>.log`` and, when a
-sink is given, line by line to the sink prefixed with the member's name.
+sink is given, line by line to the sink prefixed with the member's name. Members added at run
+time (``add_process``) join with ``--initial-cluster-state existing``; removed ones are dropped
+with ``forget``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class MemberProcess:
     log_path: Path
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    join: bool = False  # a member added at run time: its first start joins (--initial-cluster-state existing)
     proc: subprocess.Popen | None = None
     _pump: threading.Thread | None = None
 
@@ -116,8 +119,36 @@ class LocalCluster:
 
     # ---- lifecycle ----
 
+    def add_process(self, name: str, client_port: int, peer_port: int) -> MemberProcess:
+        """A new member process (not started) for a member added at run time (etcdctl member add): its
+        first start joins the cluster. --initial-cluster lists every process of the cluster."""
+        if any(m.name == name for m in self.members):
+            raise ValueError(f"{name} is already a member process")
+        base = self.members[0]
+        m = MemberProcess(
+            name=name,
+            host=base.host,
+            client_port=client_port,
+            peer_port=peer_port,
+            data_dir=self.base_dir / f"{name}.etcd",
+            log_path=self.base_dir / f"{name}.log",
+            args=list(base.args),
+            env=dict(base.env),
+            join=True,
+        )
+        self.members.append(m)
+        return m
+
+    def forget(self, name: str) -> MemberProcess:
+        """Drops a member process that was removed from the cluster (it must have stopped)."""
+        m = self.member(name)
+        if m.running():
+            raise RuntimeError(f"{name} still runs")
+        self.members.remove(m)
+        return m
+
     def argv(self, m: MemberProcess) -> list[str]:
-        state = "existing" if (m.data_dir / "member").exists() else "new"
+        state = "existing" if m.join or (m.data_dir / "member").exists() else "new"
         return [
             *self.command,
             f"--name={m.name}",

@@ -11,11 +11,15 @@ faults has each kind once); a kind's mode is picked at random unless ``kind:mode
   healed by removing the rules.
 - ``failpoint`` (beforeWALSave, afterWALSave, beforeApply, afterApply): restarts a member with
   ``RAFTKV_FAILPOINTS`` armed to crash on the N-th hit; healed by restarting it without.
+- ``member`` (replace, wipe): membership changes under load. ``replace`` removes a running member
+  from the cluster (MemberRemove; it stops itself); ``wipe`` kills one, deletes its data directory
+  (a lost disk) and removes it. Either way the cluster runs with one member fewer until the heal
+  adds a fresh member in its place (MemberAdd, a new id) that joins with an empty data directory
+  and catches up from the leader (raftkv clusters the harness started).
 
 ``partition:leader`` isolates the leader; ``majority`` cuts a random minority from the rest;
 ``bridge`` cuts two members from each other while a third still talks to both; ``halves`` splits
-the members into two random groups. There is no ``member`` nemesis: raftkv cannot add or
-remove members at run time yet.
+the members into two random groups.
 
 Every fault is recorded in the history under the process "nemesis" (``start`` and ``stop``
 events with an id and a description), so reports can shade the windows. ``heal_all`` undoes
@@ -40,8 +44,9 @@ MODES: dict[str, tuple[str, ...]] = {
     "pause": ("leader", "one", "majority"),
     "partition": ("leader", "majority", "bridge", "halves"),
     "failpoint": ("beforeWALSave", "afterWALSave", "beforeApply", "afterApply"),
+    "member": ("replace", "wipe"),
 }
-NEEDS = {"kill": "kill", "pause": "pause", "partition": "partition", "failpoint": "failpoint"}
+NEEDS = {"kill": "kill", "pause": "pause", "partition": "partition", "failpoint": "failpoint", "member": "member"}
 
 
 class NemesisError(ValueError):
@@ -55,8 +60,6 @@ def parse(spec: str) -> list[tuple[str, str | None]]:
         if part == "none":
             continue
         kind, _, mode = part.partition(":")
-        if kind == "member":
-            raise NemesisError("nemesis member: raftkv has no run-time membership changes yet")
         if kind not in MODES:
             raise NemesisError(f"unknown nemesis {kind!r} (known: {', '.join(MODES)}, none)")
         if mode and mode not in MODES[kind]:
@@ -287,6 +290,21 @@ class Nemesis:
             return "healed"
 
         return desc, heal
+
+    def _member(self, mode: str) -> tuple[str, Callable[[], str]]:
+        victim = self.rng.choice(list(self.target.names))
+        target = self.target
+        if mode == "wipe":
+            target.kill(victim)  # its disk is lost: the operator removes it (a member that is down)
+        target.remove_member(victim)  # type: ignore[attr-defined]
+        target.wipe(victim)  # type: ignore[attr-defined]  (a removed member's data can never serve again)
+
+        def heal() -> str:
+            target.add_member(victim, wait=False)  # type: ignore[attr-defined]
+            self._wait_up(victim, timeout=60)
+            return f"{victim} added again afresh"
+
+        return f"member {mode}: {victim} removed", heal
 
     def _failpoint(self, point: str) -> tuple[str, Callable[[], str]]:
         victim = self._members(self.rng.choice(["leader", "one"]))[0]

@@ -2,7 +2,8 @@
 
 - ``LocalTarget``: a cluster the harness starts itself, raftkv (on per-member loopback
   addresses, which raftkv dials from) or real etcd (one network namespace per member, see
-  ``chaos.netns``, because etcd does not choose its source address). Every fault is possible.
+  ``chaos.netns``, because etcd does not choose its source address). Every fault is possible;
+  membership changes (``remove_member``, ``wipe``, ``add_member``) on raftkv clusters.
 - ``ExternalTarget``: endpoints somebody else started, optionally with their process ids. With
   pids, members can be paused and killed; a killed member is restarted with the command line,
   environment and working directory read from /proc before it was killed. Partitions and
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import grpc
 
-from chaos.cluster import LocalCluster
+from chaos.cluster import LocalCluster, MemberProcess
 from chaos.netfault import Partitioner
 from chaos.netns import NetnsCluster, PrivateNetwork
 from proto.etcdserverpb import rpc_pb2 as pb
@@ -187,7 +188,9 @@ class LocalTarget(Target):
                 base_dir, size=size, ports=ports, command=command, extra_args=member_args, env=env, distinct_hosts=True
             )
         super().__init__([m.name for m in self.cluster.members], [m.endpoint for m in self.cluster.members])
-        self.capabilities = frozenset({"kill", "pause", "partition"} | ({"failpoint"} if kind == "raftkv" else set()))
+        self.capabilities = frozenset(
+            {"kill", "pause", "partition"} | ({"failpoint", "member"} if kind == "raftkv" else set())
+        )
         self._partitioner: Partitioner | None = None
         self._base_env = {m.name: dict(m.env) for m in self.cluster.members}
 
@@ -233,6 +236,67 @@ class LocalTarget(Target):
 
     def resume(self, name: str) -> None:
         self.cluster.signal_member(name, signal.SIGCONT)
+
+    # ---- membership (raftkv) ----
+
+    def _ask(self, avoid: str, call: str, request: object, timeout: float = 60.0) -> object:
+        """A Cluster call through any other running member, asked again while the cluster says it cannot
+        take it yet (the strict reconfiguration check, no leader, a change in progress)."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            for m in self.cluster.members:
+                if m.name == avoid or not m.running():
+                    continue
+                try:
+                    with grpc.insecure_channel(m.endpoint) as ch:
+                        return getattr(rpc_pb2_grpc.ClusterStub(ch), call)(request, timeout=10)
+                except grpc.RpcError as exc:
+                    last = f"{exc.code().name}: {exc.details()}"
+                    if exc.code() not in (
+                        grpc.StatusCode.UNAVAILABLE,
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                    ):
+                        raise TargetError(f"{call}: {last}") from None
+            time.sleep(0.5)
+        raise TargetError(f"{call} not taken within {timeout:.0f}s ({last})")
+
+    def _member_id(self, m: MemberProcess) -> int:
+        listed = self._ask(m.name, "MemberList", pb.MemberListRequest())
+        for info in listed.members:  # type: ignore[attr-defined]
+            if m.peer_url in info.peerURLs:
+                return info.ID
+        raise TargetError(f"{m.name} ({m.peer_url}) is not a member")
+
+    def remove_member(self, name: str) -> None:
+        """Removes a member from the cluster (MemberRemove through another one); it stops by itself."""
+        m = self.cluster.member(name)
+        self._ask(name, "MemberRemove", pb.MemberRemoveRequest(ID=self._member_id(m)))
+        if m.proc is not None:
+            try:
+                m.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                raise TargetError(f"{name} still runs 30 s after its removal") from None
+            self.cluster.stop_member(name)  # reap it
+
+    def wipe(self, name: str) -> None:
+        """Deletes a stopped member's data directory (its disk is lost)."""
+        m = self.cluster.member(name)
+        if m.running():
+            raise TargetError(f"{name} runs: stop it before wiping its data")
+        shutil.rmtree(m.data_dir, ignore_errors=True)
+
+    def add_member(self, name: str, wait: bool = True) -> None:
+        """Adds the member afresh (MemberAdd: a new id, the same URLs) and starts it with an empty data
+        directory, joining the cluster (--initial-cluster-state existing)."""
+        m = self.cluster.member(name)
+        if m.running() or m.data_dir.exists():
+            raise TargetError(f"{name} must be stopped and wiped before it is added again")
+        self._ask(name, "MemberAdd", pb.MemberAddRequest(peerURLs=[m.peer_url]))
+        m.join = True
+        m.env = dict(self._base_env[name])
+        self.cluster.start_member(name, wait=wait, timeout=60)
 
     def partitioner(self) -> Partitioner:
         if self._partitioner is None:

@@ -1,1 +1,2 @@
-"""The etcd state machine and its server: MVCC store, applier, leases, watches and gRPC services."""
+"""The etcd state machine and its server: MVCC store, applier, leases, watches, membership, alarms,
+the backend quota, auto-compaction, corruption checks and gRPC services."""

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from kvstore.compactor import parse_retention
 from kvstore.errors import StartupError
+from kvstore.godur import parse_bool, parse_duration
 
 DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024  # etcd: 1.5 MiB
 DEFAULT_QUOTA_BACKEND_BYTES = 2 << 30  # etcd: 2 GiB
@@ -42,6 +44,11 @@ class ServerConfig:
     max_txn_ops: int = 128
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"
+    strict_reconfig_check: bool = True
+    corrupt_check_time_s: float = 0.0  # --experimental-corrupt-check-time
+    initial_corrupt_check: bool = False  # --experimental-initial-corrupt-check
+    # revision auto-compaction checks this often (etcd: a fixed 5 minutes); RAFTKV_REVISION_COMPACTION_INTERVAL
+    revision_compaction_interval_s: float = 300.0
     log_level: str = "info"
     listen_metrics_urls: list[str] = field(default_factory=list)
     enable_grpc_gateway: bool = True
@@ -117,17 +124,8 @@ def _bytes_size(value: str) -> int:
     return int(value)
 
 
-_TRUE = ("1", "t", "T", "true", "TRUE", "True")
-_FALSE = ("0", "f", "F", "false", "FALSE", "False")
-
-
-def _bool(value: str) -> bool:
-    """Go's strconv.ParseBool, as etcd's boolean flags take their value."""
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError("not a boolean (true or false)")
+def _duration(value: str) -> float:
+    return parse_duration(value)
 
 
 # flag name -> (ServerConfig field, parser)
@@ -149,11 +147,15 @@ FLAGS: dict[str, tuple[str, object]] = {
     "max-txn-ops": ("max_txn_ops", int),
     "auto-compaction-mode": ("auto_compaction_mode", str),
     "auto-compaction-retention": ("auto_compaction_retention", str),
+    "strict-reconfig-check": ("strict_reconfig_check", parse_bool),
+    "experimental-corrupt-check-time": ("corrupt_check_time_s", _duration),
+    "experimental-initial-corrupt-check": ("initial_corrupt_check", parse_bool),
     "log-level": ("log_level", str),
     "listen-metrics-urls": ("listen_metrics_urls", _urls),
-    "enable-grpc-gateway": ("enable_grpc_gateway", _bool),
+    "enable-grpc-gateway": ("enable_grpc_gateway", parse_bool),
 }
-BOOL_FLAGS = frozenset({"enable-grpc-gateway"})
+BOOL_FLAGS = frozenset({"enable-grpc-gateway", "strict-reconfig-check", "experimental-initial-corrupt-check"})
+REVISION_COMPACTION_INTERVAL_VAR = "RAFTKV_REVISION_COMPACTION_INTERVAL"
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -188,6 +190,12 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
             raise StartupError(f"--{flag}: invalid value {raw!r}: {exc}") from exc
     if "data_dir" not in values:
         values["data_dir"] = Path(f"{values.get('name', 'default')}.etcd")
+    interval = environ.get(REVISION_COMPACTION_INTERVAL_VAR)
+    if interval is not None:
+        try:
+            values["revision_compaction_interval_s"] = float(interval)
+        except ValueError:
+            raise StartupError(f"{REVISION_COMPACTION_INTERVAL_VAR}: {interval!r} is not a number of seconds") from None
     cfg = ServerConfig(**values)  # type: ignore[arg-type]
     _validate(cfg)
     return cfg
@@ -202,8 +210,18 @@ def _validate(cfg: ServerConfig) -> None:
         raise StartupError("--election-timeout should be at least 5 times --heartbeat-interval")
     if cfg.max_request_bytes <= 0 or cfg.max_txn_ops <= 0:
         raise StartupError("--max-request-bytes and --max-txn-ops must be positive")
-    if cfg.quota_backend_bytes <= 0:
+    if cfg.quota_backend_bytes == 0:  # etcd: 0 is the default quota, a negative one disables it
         cfg.quota_backend_bytes = DEFAULT_QUOTA_BACKEND_BYTES
+    try:
+        retention = parse_retention(cfg.auto_compaction_mode, cfg.auto_compaction_retention)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    if retention < 0:
+        raise StartupError(f"--auto-compaction-retention must not be negative, got {cfg.auto_compaction_retention!r}")
+    if cfg.corrupt_check_time_s < 0:
+        raise StartupError("--experimental-corrupt-check-time must not be negative")
+    if cfg.revision_compaction_interval_s <= 0:
+        raise StartupError(f"{REVISION_COMPACTION_INTERVAL_VAR} must be positive")
     cfg.client_bind_addresses()
     cfg.peer_bind_addresses()
     cfg.metrics_bind_addresses()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import grpc
 
+from raft.errors import StartupError as _StartupError
+
 _C = grpc.StatusCode
 
 
@@ -138,5 +140,6 @@ class Relayed(EtcdError):
         return exc if exc.code == _C.UNKNOWN else cls(exc.message)
 
 
-class StartupError(Exception):
-    """The member cannot start safely (corrupt or torn files, bad flags); the message says why and where."""
+# The member cannot start safely (corrupt or torn files, bad flags): one class for the log's files
+# and the store's, defined by the log layer (raft/ must not import kvstore).
+StartupError = _StartupError

@@ -1,14 +1,15 @@
 """The seam between a member's server and consensus: what the server may ask of the log.
 
-The server proposes encoded requests and asks for read barriers; the log calls the member's
-``apply`` with committed entries, in order, each exactly once per process lifetime (after a
-restart the log replays entries above the backend's applied index). ``raft.node.RaftNode``
+The server proposes encoded requests and membership changes and asks for read barriers; the log
+calls the member's ``apply`` with committed entries, in order, each exactly once per process
+lifetime (after a restart the log replays entries above the backend's applied index). The log's
+errors are ``raft.errors``; the server turns them into its own. ``raft.node.RaftNode``
 implements it; a single-member cluster is a Raft group with one voter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -32,8 +33,18 @@ class StateMachine(Protocol):
         """Applies committed normal entries, in order."""
         ...
 
-    def apply_conf_change(self, index: int, term: int, kind: str, member_id: int, context: bytes) -> None:
-        """Applies a committed membership change ("add", "add_learner" or "remove")."""
+    def apply_conf_change(self, index: int, term: int, kind: str, member_id: int, context: bytes) -> bool:
+        """Applies a committed membership change ("add", "add_learner", "remove" or "update").
+
+        Returns whether the change takes effect on the Raft configuration: the state machine may
+        reject it (deterministically: a peer URL in use, an id removed before, ...), and then the
+        log applies it as a no-op. For an entry it applied before (index <= applied_index), it
+        answers whether its membership reflects the change.
+        """
+        ...
+
+    def conf_state(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """(voters, learners) as of applied_index, or None if the state machine does not know them."""
         ...
 
     def sync(self) -> None:
@@ -65,7 +76,15 @@ class ReplicatedLog(Protocol):
     def commit_index(self) -> int: ...
 
     def propose(self, data: bytes) -> None:
-        """Queues data for the log; raises NoLeader, Stopped or TooManyRequests (kvstore.errors)."""
+        """Queues data for the log; raises NoLeaderError, StoppedError or BusyError (raft.errors)."""
+        ...
+
+    def propose_conf_change(self, kind: str, member_id: int, context: bytes) -> None:
+        """Queues a membership change; also raises ConfChangePendingError while one is unapplied."""
+        ...
+
+    def set_peers(self, peers: dict[int, str], removed: Iterable[int] = ()) -> None:
+        """Who the members are (id -> peer host:port) and which ids were removed for good."""
         ...
 
     async def read_index(self) -> int:

@@ -15,6 +15,15 @@ handles the Readies, strictly in order, each one as ``raft.core.rawnode`` prescr
 Linearizable reads are batched: all reads that arrive while a ReadIndex round is in flight
 share the next round, so a burst of reads costs one heartbeat round, not one each.
 
+Membership: a committed conf change is first given to the state machine, which decides whether
+it takes effect (a rejected one is applied to Raft as a no-op, as etcd does); the application
+tells the node who its peers are (``set_peers``) and which ids were removed. A member that
+applies its own removal stops a moment later; one that a peer tells it was removed (the
+transport's REMOVED) stops at once. Either way ``fatal`` is resolved with ``RemovedError``.
+
+``apply_paused`` holds back the application of committed entries (they queue, in order) while
+Raft goes on; the member uses it to swap its backend file (defragmentation).
+
 A failure to persist (a failed fsync, a full disk) or a bug in apply stops the node: ``fatal``
 is resolved and nothing more is acknowledged. The member process then exits.
 """
@@ -27,24 +36,17 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from kvstore.errors import (
-    BadLeaderTransferee,
-    NoLeader,
-    NotLeader,
-    StartupError,
-    Stopped,
-    TimeoutLeaderTransfer,
-    TooManyRequests,
-)
 from raft import failpoints, unsafe
 from raft.api import StateMachine
 from raft.core import (
     NONE,
     ConfChange,
+    ConfChangeError,
     ConfChangeType,
     Config,
     ConfState,
@@ -61,9 +63,20 @@ from raft.core import (
     SnapshotMetadata,
     StateRole,
 )
+from raft.errors import (
+    BadTransfereeError,
+    BusyError,
+    ConfChangePendingError,
+    NoLeaderError,
+    NotLeaderError,
+    RemovedError,
+    StartupError,
+    StoppedError,
+    TransferTimeoutError,
+)
 from raft.snapshot import SnapshotDir, remove_outgoing
 from raft.stats import RaftStats
-from raft.transport import Transport
+from raft.transport import PeerRequestError, Transport
 from raft.wal import WAL
 
 log = logging.getLogger("raftkv.raft")
@@ -71,6 +84,15 @@ log = logging.getLogger("raftkv.raft")
 CATCH_UP_ENTRIES = 5000  # entries kept after a compaction for slow followers (etcd's default)
 READ_ROUND_TIMEOUT = 1.0  # a ReadIndex round not answered by then is asked again
 MAX_UNCOMMITTED_BYTES = 256 << 20  # a leader that cannot commit refuses proposals past this
+REMOVED_STOP_DELAY = 1.0  # a member that applied its own removal stops this long after (etcd: 10 ticks)
+
+_KINDS = {
+    "add": ConfChangeType.ADD_NODE,
+    "add_learner": ConfChangeType.ADD_LEARNER_NODE,
+    "remove": ConfChangeType.REMOVE_NODE,
+    "update": ConfChangeType.UPDATE_NODE,
+}
+_KIND_NAMES = {t: k for k, t in _KINDS.items()}
 
 
 def _entry(term: int, index: int, etype: int, data: bytes) -> Entry:
@@ -101,6 +123,8 @@ class RaftNode:
         election_ms: int = 1000,
         snapshot_count: int = 100_000,
         request_timeout: float = 7.0,
+        bootstrap_contexts: dict[int, bytes] | None = None,
+        removed: Iterable[int] = (),
     ) -> None:
         self.member_id = member_id
         self.cluster_id = cluster_id
@@ -109,6 +133,10 @@ class RaftNode:
         self.peer_listen = peer_listen
         self.peers = dict(peers)  # member id -> peer "host:port", this member included
         self.bootstrap = bootstrap
+        self.bootstrap_contexts = dict(bootstrap_contexts or {})
+        self.removed_ids: set[int] = set(removed)  # members removed from the cluster: never peers again
+        # answers other members' requests (``request``); set by the application before start
+        self.on_request: Callable[[int, bytes], Awaitable[bytes]] | None = None
         self.heartbeat_s = heartbeat_ms / 1000
         self.election_ticks = max(2, election_ms // heartbeat_ms)
         self.election_s = election_ms / 1000
@@ -137,6 +165,9 @@ class RaftNode:
         self.stats = RaftStats()
         self._last_lead = 0
         self._heartbeats: dict[int, float] = {}  # peer -> when the oldest unanswered heartbeat went out
+        self._apply_queue: list[Entry] = []  # committed entries handed out while applying is paused
+        self._apply_pauses = 0
+        self._removed_stop: asyncio.TimerHandle | None = None
 
     # ---- what the server reads ----
 
@@ -204,11 +235,13 @@ class RaftNode:
             applied = min(applied, last)
             # entries the backend applied were committed, even if a commit-only hard state was not synced
             storage.set_hard_state(HardState(st.term, st.vote, max(st.commit, applied)))
+        conf = sm.conf_state() if applied else None
         cfg = Config(
             id=self.member_id,
             election_tick=self.election_ticks,
             heartbeat_tick=1,
             applied=applied,
+            conf_state=ConfState(*conf) if conf is not None else None,
             check_quorum=True,
             pre_vote=True,
             rng=random.Random(),
@@ -218,7 +251,7 @@ class RaftNode:
         )
         self.rn = RawNode(cfg, storage)
         if fresh and self.bootstrap:
-            self.rn.bootstrap(sorted(self.peers))
+            self.rn.bootstrap(sorted(self.peers), self.bootstrap_contexts)
         self._conf_state = self.rn.status().conf_state
         self.wal.fsync_seconds = self.stats.wal_fsync
         transport = Transport(
@@ -231,10 +264,12 @@ class RaftNode:
             snapshot_dir=self.snapshots,
             deliver_snapshot=self._deliver_snapshot,
             stats=self.stats,
+            on_request=self._on_peer_request,
+            on_removed=self._on_removed,
         )
         self.snapshots.prepare()
         await transport.start(self.peer_listen)
-        transport.set_peers({i: a for i, a in self.peers.items() if i != self.member_id})
+        transport.set_peers({i: a for i, a in self.peers.items() if i != self.member_id}, self.removed_ids)
         self.transport = transport
         self._tasks = [loop.create_task(self._run(), name="raft-ready")]
         self._tick_handle = loop.call_later(self.heartbeat_s, self._tick)
@@ -253,6 +288,8 @@ class RaftNode:
 
     async def stop(self) -> None:
         self._stopped = True
+        if self._removed_stop is not None:
+            self._removed_stop.cancel()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         for task in self._tasks:
@@ -262,11 +299,102 @@ class RaftNode:
                 await task
         if self.transport is not None:
             await self.transport.stop()
-        self._fail_reads(Stopped())
+        self._fail_reads(StoppedError())
         self._executor.shutdown(wait=True)
         self._aux_executor.shutdown(wait=True)
         if self.wal is not None:
             self.wal.close()
+
+    # ---- membership ----
+
+    def set_peers(self, peers: dict[int, str], removed: Iterable[int] = ()) -> None:
+        """The members to talk to (id -> peer host:port, this member included or not), and ids removed
+        from the cluster, whose connections are answered with REMOVED from now on."""
+        self.peers = dict(peers)
+        self.removed_ids.update(removed)
+        if self.transport is not None:
+            self.transport.set_peers({i: a for i, a in self.peers.items() if i != self.member_id}, self.removed_ids)
+
+    def propose_conf_change(self, kind: str, member_id: int, context: bytes) -> None:
+        """Proposes a membership change ("add", "add_learner", "remove", "update"); one at a time.
+
+        Raises ConfChangePendingError while another change is proposed and not applied, NoLeaderError,
+        StoppedError or BusyError like ``propose``.
+        """
+        if self._stopped:
+            raise StoppedError()
+        rn = self.rn
+        if rn.lead == NONE:
+            raise NoLeaderError()
+        r = rn.raft
+        if any(e.type == EntryType.CONF_CHANGE for e in self._apply_queue) or (
+            rn.role == StateRole.LEADER and r.pending_conf_index > r.raft_log.applied
+        ):
+            raise ConfChangePendingError()
+        try:
+            rn.propose_conf_change(ConfChange(_KINDS[kind], member_id, context))
+        except ProposalDroppedError:
+            raise (NoLeaderError() if rn.lead == NONE else BusyError()) from None
+        self._wake.set()
+
+    def progress(self) -> dict[int, int] | None:
+        """On the leader, each member's matched log index (itself included); None elsewhere."""
+        st = self.rn.status() if self.rn is not None else None
+        if st is None or st.progress is None:
+            return None
+        return {pid: pr.match for pid, pr in st.progress.items()}
+
+    def connected_for(self, peer: int) -> float | None:
+        """Seconds the connection to peer has been up without a break; None while it is down."""
+        if self.transport is None:
+            return None
+        since = self.transport.active_since(peer)
+        return None if since is None else asyncio.get_running_loop().time() - since
+
+    async def request(self, payload: bytes, peer: int | None = None, address: str | None = None) -> bytes:
+        """Asks a member (by id, or whoever listens at a peer address) for its ``on_request`` answer.
+
+        Raises PeerRequestError (raft.transport) when it cannot be asked or answers with an error.
+        """
+        if self.transport is None or self._stopped:
+            raise StoppedError()
+        return await self.transport.request(payload, peer=peer, address=address, timeout=self.request_timeout)
+
+    async def _on_peer_request(self, peer: int, body: bytes) -> bytes:
+        handler = self.on_request
+        if handler is None:
+            raise PeerRequestError("this member is not serving requests yet")
+        return await handler(peer, body)
+
+    def _on_removed(self) -> None:
+        """A peer says this member was removed from the cluster: it must stop (etcd exits then too), a
+        moment later, like a member that applies its own removal (answers in flight still go out)."""
+        log.error(
+            "the member has been permanently removed from the cluster", extra={"member_id": f"{self.member_id:x}"}
+        )
+        self._leave_after_removal()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._stopped = True
+        self._fail_reads(StoppedError())
+        if self.fatal is not None and not self.fatal.done():
+            self.fatal.set_result(exc)
+        self._wake.set()
+
+    @contextlib.asynccontextmanager
+    async def apply_paused(self) -> AsyncIterator[None]:
+        """While inside, committed entries are not applied (they queue, in order, and are applied on
+        exit); Raft itself goes on: entries are persisted and replicated, heartbeats sent, votes cast.
+
+        Membership changes wait for their entries to be applied, and linearizable reads for the
+        applied index, as they do anyway. A snapshot from the leader is still installed.
+        """
+        self._apply_pauses += 1
+        try:
+            yield
+        finally:
+            self._apply_pauses -= 1
+            self._wake.set()
 
     # ---- inputs ----
 
@@ -315,23 +443,23 @@ class RaftNode:
 
     def propose(self, data: bytes) -> None:
         if self._stopped:
-            raise Stopped()
+            raise StoppedError()
         rn = self.rn
         if rn.lead == NONE:
-            raise NoLeader()
+            raise NoLeaderError()
         try:
             rn.propose(data)
         except ProposalDroppedError:
             # a leader over its uncommitted budget, or a leader transfer under way
-            raise (NoLeader() if rn.lead == NONE else TooManyRequests()) from None
+            raise (NoLeaderError() if rn.lead == NONE else BusyError()) from None
         self._wake.set()
 
     async def read_index(self) -> int:
         """The commit index confirmed by a leader after this call began (ReadIndex, thesis §6.4)."""
         if self._stopped:
-            raise Stopped()
+            raise StoppedError()
         if self.rn.lead == NONE:
-            raise NoLeader()
+            raise NoLeaderError()
         fut = asyncio.get_running_loop().create_future()
         self._read_pending.append(fut)
         if self._read_round is None:
@@ -352,7 +480,7 @@ class RaftNode:
             self._read_round = None
             for w in waiters:
                 if not w.done():
-                    w.set_exception(NoLeader())
+                    w.set_exception(NoLeaderError())
             return
         self._read_round = _ReadRound(ctx, waiters, time.monotonic() + READ_ROUND_TIMEOUT)
         self._wake.set()
@@ -366,7 +494,7 @@ class RaftNode:
         if self.rn.lead == NONE:
             for w in rnd.waiters + self._read_pending:
                 if not w.done():
-                    w.set_exception(NoLeader())
+                    w.set_exception(NoLeaderError())
             self._read_pending = []
             return
         self._start_read_round(rnd.waiters + self._read_pending)
@@ -383,9 +511,9 @@ class RaftNode:
         """Hands leadership to target (etcd's MoveLeader); only the leader may be asked."""
         rn = self.rn
         if rn.role != StateRole.LEADER:
-            raise NotLeader()
+            raise NotLeaderError()
         if target not in self._conf_state.voters:
-            raise BadLeaderTransferee()
+            raise BadTransfereeError()
         if target == self.member_id:
             return
         fut = asyncio.get_running_loop().create_future()
@@ -395,7 +523,7 @@ class RaftNode:
         try:
             await asyncio.wait_for(fut, self.request_timeout)
         except TimeoutError:
-            raise TimeoutLeaderTransfer() from None
+            raise TransferTimeoutError() from None
 
     # ---- the Ready loop ----
 
@@ -405,12 +533,16 @@ class RaftNode:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                if self._stopped:
+                    return
+                self._drain_apply_queue()
                 while rn.has_ready():
                     rd = rn.ready()
-                    await self._handle(rd)
-                    rn.advance(rd)
+                    later = await self._handle(rd)
+                    rn.advance(rd, apply_later=later)
                     if self._stopped:
                         return
+                    self._drain_apply_queue()
                     await self._maybe_compact()
                     if self._campaign_when_applied and self.sm.applied_index >= self.commit_index:
                         # a single voter need not wait an election timeout (raft refuses to campaign
@@ -421,13 +553,18 @@ class RaftNode:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a failed fsync or a bug in apply: nothing more may be acknowledged
-            self._stopped = True
             log.critical("raft node stopped", exc_info=exc)
-            self._fail_reads(Stopped())
-            if self.fatal is not None and not self.fatal.done():
-                self.fatal.set_result(exc)
+            self._fail(exc)
 
-    async def _handle(self, rd: Ready) -> None:
+    def _drain_apply_queue(self) -> None:
+        if not self._apply_queue or self._apply_pauses:
+            return
+        entries, self._apply_queue = self._apply_queue, []
+        self._apply(entries)
+        self.rn.applied_to(entries[-1].index)
+
+    async def _handle(self, rd: Ready) -> bool:
+        """Carries out one Ready; True when its committed entries were queued to be applied later."""
         rn = self.rn
         transport = self.transport
         if rd.soft_state is not None:
@@ -462,8 +599,13 @@ class RaftNode:
             if rn.role == StateRole.LEADER:
                 self._note_heartbeats(messages)
             transport.send(messages)
+        later = False
         if rd.committed_entries:
-            self._apply(rd.committed_entries)
+            if self._apply_pauses or self._apply_queue:
+                self._apply_queue.extend(rd.committed_entries)
+                later = True
+            else:
+                self._apply(rd.committed_entries)
         if rd.read_states:
             rnd = self._read_round
             for rs in rd.read_states:
@@ -475,6 +617,7 @@ class RaftNode:
                     rnd = None
             if self._read_round is None and self._read_pending:
                 self._start_read_round()
+        return later
 
     def _on_soft_state(self) -> None:
         lead = self.rn.lead
@@ -518,16 +661,28 @@ class RaftNode:
                 sm.apply_entries(run)
                 run = []
             cc = ConfChange.decode(e.data)
-            self._conf_state = self.rn.apply_conf_change(cc)
-            kind = {
-                ConfChangeType.ADD_NODE: "add",
-                ConfChangeType.ADD_LEARNER_NODE: "add_learner",
-                ConfChangeType.REMOVE_NODE: "remove",
-            }[cc.type]
-            sm.apply_conf_change(e.index, e.term, kind, cc.node_id, cc.context)
+            # the state machine decides (deterministically, as every member applies the same entry)
+            # whether the change takes effect; a rejected one is applied as a no-op, as etcd does
+            accepted = sm.apply_conf_change(e.index, e.term, _KIND_NAMES[cc.type], cc.node_id, cc.context)
+            try:
+                self._conf_state = self.rn.apply_conf_change(cc if accepted else ConfChange(cc.type, NONE))
+            except ConfChangeError as exc:  # the state machine accepted what Raft cannot do: a bug
+                raise RuntimeError(f"entry {e.index}: {exc}") from exc
+            if accepted and cc.type == ConfChangeType.REMOVE_NODE and cc.node_id == self.member_id:
+                self._leave_after_removal()
         if run:
             sm.apply_entries(run)
         failpoints.hit("afterApply")
+
+    def _leave_after_removal(self) -> None:
+        """This member applied its own removal: it stops a moment later (etcd waits 10 heartbeats), so
+        the answer to whoever asked and the commit of the removal still reach the others."""
+        if self._removed_stop is not None:
+            return
+        log.warning("this member was removed from the cluster; stopping", extra={"member_id": f"{self.member_id:x}"})
+        self._removed_stop = asyncio.get_running_loop().call_later(
+            REMOVED_STOP_DELAY, lambda: self._fail(RemovedError())
+        )
 
     def _install_snapshot(self, snap: Snapshot) -> None:
         """The WAL records the snapshot first (its file is durable in the snap dir), then the state is
@@ -538,6 +693,7 @@ class RaftNode:
         self.wal.save_snapshot_mark(md.index, md.term, md.conf_state.voters, md.conf_state.learners, True)
         failpoints.hit("beforeSnapshotInstall")
         self.sm.install_snapshot(path)
+        self._apply_queue = []  # committed entries not applied yet are all older than the snapshot
         self.storage.apply_snapshot(Snapshot(md))
         self._conf_state = md.conf_state
         self._snap_index = md.index

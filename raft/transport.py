@@ -17,6 +17,9 @@ kind  name        body
 4     SNAP_CHUNK  bytes (about 1 MiB) of the snapshot file, in order
 5     SNAP_END    CRC-32 of the whole file
 6     SNAP_ACK    the snapshot index; receiver -> sender once the file is durable
+7     REQUEST     bytes: one request for the application (``request``), on a fresh connection
+8     RESPONSE    ``[ok, bytes]``: the answer to a REQUEST (ok False: bytes is an error text)
+9     REMOVED     nothing: listener -> dialer, "you were removed from the cluster"
 ====  ==========  ==========================================================================
 
 A connection carries one direction: the dialer writes, the listener reads (the only frame
@@ -30,6 +33,16 @@ and drops the OLDEST on overflow (the newest heartbeats and appends are the usef
 reporting the peer unreachable once per overflow episode. While a peer is in reconnect
 backoff, its queue is cleared and messages for it are dropped; messages sent while a
 connection is being dialled are kept and sent once it is up.
+
+Requests: ``request`` asks one peer (by id) or any address (a member that does not know the
+cluster yet: it says HELLO as member 0 of cluster 0, and may send only one REQUEST) for the
+answer of its ``on_request`` handler, on a connection of its own: HELLO, REQUEST, RESPONSE.
+The payloads are the application's; the handler knows whether the asker is a stranger (0).
+
+Removed members: the application marks member ids removed (``set_peers(..., removed=...)``).
+A connection from one of them is answered with REMOVED and closed; a dialer that reads REMOVED
+on any of its connections reports it once through ``on_removed``, so a member that missed its
+own removal learns of it (etcd's peers answer such a member with HTTP 410 Gone).
 
 Snapshots: every MsgSnap given to `send` gets exactly one `on_snapshot_status` (none after
 `stop()`); a second one for a peer that already has one in flight fails at once. The file
@@ -70,6 +83,9 @@ SNAP_BEGIN = 3
 SNAP_CHUNK = 4
 SNAP_END = 5
 SNAP_ACK = 6
+REQUEST = 7
+RESPONSE = 8
+REMOVED = 9
 
 MAX_FRAME = 64 << 20
 """Largest frame accepted (and produced) once a connection said HELLO."""
@@ -83,12 +99,18 @@ WRITE_STALL_TIMEOUT = 5.0
 """A peer that does not take a single batch of ours for this long is treated as gone."""
 SNAP_IO_TIMEOUT = 30.0
 """No progress on a snapshot stream for this long (a chunk, or fsync before the ACK) fails it."""
+REQUEST_TIMEOUT = 10.0
+"""A request's answer must be written (and a stranger's request read) within this long."""
 LOG_INTERVAL = 5.0
 """At most one warning per kind of problem (and peer) per this many seconds."""
 
 _READ_LIMIT = 1 << 20  # StreamReader buffer size before it pauses the socket
 _LEN = struct.Struct(">I")
 _SNAP = MessageType.SNAP
+
+
+class PeerRequestError(Exception):
+    """A request to a peer failed: unreachable, timed out, refused, or answered with an error."""
 
 
 class _Rejected(Exception):
@@ -122,10 +144,22 @@ class _LogLimiter:
 class _Peer:
     """Outgoing state for one peer; the connection itself lives in its writer task."""
 
-    __slots__ = ("accepting", "addr", "down", "id", "overflowed", "queue", "snap_task", "task", "wake")
+    __slots__ = (
+        "accepting",
+        "addr",
+        "connected_at",
+        "down",
+        "id",
+        "overflowed",
+        "queue",
+        "snap_task",
+        "task",
+        "wake",
+    )
 
     def __init__(self, peer_id: int, addr: tuple[str, int], max_queue: int) -> None:
         self.id = peer_id
+        self.connected_at: float | None = None  # loop time the current outgoing connection came up
         self.addr = addr
         self.queue: deque[Message] = deque(maxlen=max_queue)
         self.wake = asyncio.Event()
@@ -134,6 +168,63 @@ class _Peer:
         self.down = False  # a failure was logged; log when the peer is reachable again
         self.task: asyncio.Task | None = None
         self.snap_task: asyncio.Task | None = None
+
+
+class _RemovedAnswer(Exception):
+    """The peer answered a request with REMOVED."""
+
+
+async def _exchange(
+    addr: tuple[str, int],
+    ids: tuple[int, int, int],
+    payload: bytes,
+    timeout: float,
+    local_addr: tuple[str, int] | None = None,
+) -> bytes:
+    """One request on a connection of its own: HELLO and REQUEST as (cluster, from, to) ids, then the answer."""
+    host, port = addr
+    writer: asyncio.StreamWriter | None = None
+    ok = False
+    packer = msgpack.Packer()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port, limit=_READ_LIMIT, local_addr=local_addr)
+            _set_nodelay(writer)
+            cid, me, to = ids
+            hello = packer.pack([cid, me, to, HELLO, PROTOCOL_VERSION])
+            req = packer.pack([cid, me, to, REQUEST, payload])
+            writer.write(_LEN.pack(len(hello)) + hello + _LEN.pack(len(req)) + req)
+            (n,) = _LEN.unpack(await reader.readexactly(4))
+            if n > MAX_FRAME:
+                raise PeerRequestError(f"answer from {host}:{port} too large ({n} bytes)")
+            frame = msgpack.unpackb(await reader.readexactly(n))
+        if type(frame) is not list or len(frame) != 5:
+            raise PeerRequestError(f"malformed answer from {host}:{port}")
+        kind, body = frame[3], frame[4]
+        if kind == REMOVED:
+            raise _RemovedAnswer()
+        if kind != RESPONSE or type(body) is not list or len(body) != 2 or type(body[1]) is not bytes:
+            raise PeerRequestError(f"unexpected answer from {host}:{port} (frame kind {kind!r})")
+        ok = True
+        if not body[0]:
+            raise PeerRequestError(body[1].decode(errors="replace"))
+        return body[1]
+    except TimeoutError:
+        raise PeerRequestError(f"no answer from {host}:{port} within {timeout:.1f}s") from None
+    except (OSError, asyncio.IncompleteReadError, ValueError, msgpack.UnpackException) as exc:
+        raise PeerRequestError(f"cannot ask {host}:{port}: {exc!r}") from None
+    finally:
+        if writer is not None:
+            await _close(writer, abort=not ok)
+
+
+async def ask(address: str, payload: bytes, timeout: float = 5.0) -> bytes:
+    """Asks the member listening at a peer address as a stranger (member 0 of cluster 0): what a member
+    that does not know the cluster yet can do. Raises PeerRequestError."""
+    try:
+        return await _exchange(parse_address(address), (0, 0, 0), payload, timeout)
+    except _RemovedAnswer:
+        raise PeerRequestError("unexpected REMOVED answer to a stranger") from None
 
 
 def parse_address(addr: str) -> tuple[str, int]:
@@ -167,11 +258,18 @@ async def _close(writer: asyncio.StreamWriter, abort: bool = False) -> None:
         writer.transport.abort()
 
 
-async def _drain_input(reader: asyncio.StreamReader, wake: asyncio.Event) -> None:
-    """Reads an outgoing connection (the peer never writes to it) to notice when it closes."""
+async def _drain_input(reader: asyncio.StreamReader, wake: asyncio.Event, on_removed: Callable[[], None]) -> None:
+    """Reads an outgoing connection to notice when it closes; the only frame a peer ever writes on
+    it is REMOVED, reported through on_removed."""
     try:
-        while await reader.read(65536):
-            pass
+        while True:
+            (n,) = _LEN.unpack(await reader.readexactly(4))
+            if n > HELLO_MAX_FRAME:
+                return
+            frame = msgpack.unpackb(await reader.readexactly(n))
+            if type(frame) is list and len(frame) == 5 and frame[3] == REMOVED:
+                on_removed()
+                return
     except Exception:
         pass
     finally:
@@ -193,6 +291,8 @@ class Transport:
         deliver_snapshot: Callable[[Message, Path], None],
         max_queue: int = 4096,
         stats: RaftStats | None = None,
+        on_request: Callable[[int, bytes], Awaitable[bytes]] | None = None,
+        on_removed: Callable[[], None] | None = None,
     ) -> None:
         self.member_id = member_id
         self.cluster_id = cluster_id
@@ -205,6 +305,10 @@ class Transport:
         self._deliver_snapshot = deliver_snapshot
         self._max_queue = max_queue
         self.stats = stats if stats is not None else RaftStats()
+        self._on_request = on_request
+        self._on_removed = on_removed
+        self._removed: set[int] = set()
+        self._removed_reported = False
         self._peers: dict[int, _Peer] = {}
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task] = set()  # everything we started and must await on stop
@@ -272,8 +376,12 @@ class Transport:
         self._peers.clear()
         self._incoming.clear()
 
-    def set_peers(self, peers: dict[int, str]) -> None:
-        """Replaces the peer set: new peers are dialled, removed ones dropped, moved ones re-dialled."""
+    def set_peers(self, peers: dict[int, str], removed: Iterable[int] = ()) -> None:
+        """Replaces the peer set: new peers are dialled, dropped ones forgotten, moved ones re-dialled.
+
+        removed adds member ids whose connections are answered with REMOVED from now on.
+        """
+        self._removed.update(removed)
         if self._stopping:
             return
         wanted = {pid: parse_address(a) for pid, a in peers.items() if pid != self.member_id}
@@ -296,6 +404,17 @@ class Transport:
                     p.task = None
             if self._started:
                 self._start_peer(p)
+
+    def active_since(self, peer: int) -> float | None:
+        """Since when (event loop time) the connection to peer has been up; None while it is down."""
+        p = self._peers.get(peer)
+        return p.connected_at if p is not None else None
+
+    def _report_removed(self) -> None:
+        if self._removed_reported or self._on_removed is None:
+            return
+        self._removed_reported = True
+        self._call_soon(self._on_removed)
 
     # ---- sending ----
 
@@ -410,6 +529,7 @@ class Transport:
                 self._peer_failed(p, "unreachable", exc)
             else:
                 connected_at = loop.time()
+                p.connected_at = connected_at
                 if p.down:
                     p.down = False
                     log.info("peer reachable", extra={"raft_peer": f"{p.id:x}", "address": f"{host}:{port}"})
@@ -420,6 +540,8 @@ class Transport:
                 except Exception as exc:  # a bug (e.g. an unencodable message): log it, keep the peer alive
                     log.exception("peer writer failed", extra={"raft_peer": f"{p.id:x}"})
                     self._peer_failed(p, "writer failed", exc)
+                finally:
+                    p.connected_at = None
                 if loop.time() - connected_at >= BACKOFF_MAX:
                     backoff = BACKOFF_MIN
             await asyncio.sleep(random.uniform(backoff / 2, backoff))
@@ -432,7 +554,7 @@ class Transport:
         q, wake, transport = p.queue, p.wake, writer.transport
         sent = self.stats.sent_bytes
         sent.setdefault(p.id, 0)
-        watcher = asyncio.get_running_loop().create_task(_drain_input(reader, wake))
+        watcher = asyncio.get_running_loop().create_task(_drain_input(reader, wake, self._report_removed))
         try:
             writer.write(self._frame(p.id, HELLO, PROTOCOL_VERSION))
             while True:
@@ -548,8 +670,8 @@ class Transport:
 
     # ---- receiving ----
 
-    async def _read_frame(self, reader: asyncio.StreamReader, cap: int) -> tuple[Any, Any, Any]:
-        """Reads one frame addressed to us by our cluster: returns (from_id, kind, body) or raises _Rejected."""
+    async def _read_raw(self, reader: asyncio.StreamReader, cap: int) -> tuple[list, int]:
+        """Reads one frame of the right shape, whoever it is from: ([cluster_id, from, to, kind, body], its size)."""
         (n,) = _LEN.unpack(await reader.readexactly(4))
         if n > cap:
             raise _Rejected("frame_too_large", size=n, max_frame=cap)
@@ -560,15 +682,22 @@ class Transport:
             raise _Rejected("undecodable_frame", size=n) from None
         if type(frame) is not list or len(frame) != 5:
             raise _Rejected("malformed_frame", size=n)
-        cluster_id, frm, to, kind, body = frame
-        if cluster_id != self.cluster_id:
-            raise _Rejected("cluster_id_mismatch", their_cluster_id=repr(cluster_id)[:40])
-        if to != self.member_id:
-            raise _Rejected("to_id_mismatch", to_id=repr(to)[:40])
+        return frame, n
+
+    async def _read_frame(self, reader: asyncio.StreamReader, cap: int) -> tuple[Any, Any, Any]:
+        """Reads one frame addressed to us by our cluster: returns (from_id, kind, body) or raises _Rejected."""
+        (cluster_id, frm, to, kind, body), n = await self._read_raw(reader, cap)
+        self._check_addressed(cluster_id, to)
         received = self.stats.received_bytes
         if frm in received or frm in self._peers:
             received[frm] = received.get(frm, 0) + 4 + n
         return frm, kind, body
+
+    def _check_addressed(self, cluster_id: Any, to: Any) -> None:
+        if cluster_id != self.cluster_id:
+            raise _Rejected("cluster_id_mismatch", their_cluster_id=repr(cluster_id)[:40])
+        if to != self.member_id:
+            raise _Rejected("to_id_mismatch", to_id=repr(to)[:40])
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -580,11 +709,20 @@ class Transport:
             if self._stopping:
                 return
             _set_nodelay(writer)
-            frm, kind, body = await self._read_frame(reader, HELLO_MAX_FRAME)
+            (cluster_id, frm, to, kind, body), _ = await self._read_raw(reader, HELLO_MAX_FRAME)
             if kind != HELLO:
                 raise _Rejected("expected_hello", kind=repr(kind)[:40])
             if body != PROTOCOL_VERSION:
                 raise _Rejected("protocol_version", version=repr(body)[:40])
+            if cluster_id == 0 and frm == 0 and to == 0:  # a member that does not know the cluster yet
+                abort = not await self._serve_stranger(reader, writer)
+                return
+            self._check_addressed(cluster_id, to)
+            if type(frm) is int and frm in self._removed:
+                writer.write(self._frame(frm, REMOVED, None))
+                async with asyncio.timeout(1.0):
+                    await writer.drain()
+                raise _Rejected("removed_member", from_id=f"{frm:x}")
             if type(frm) is not int or frm not in self._peers:
                 raise _Rejected("unknown_peer", from_id=repr(frm)[:40])
             peer = frm
@@ -620,6 +758,54 @@ class Transport:
             if peer is not None:
                 self._incoming.get(peer, set()).discard(task)
             await _close(writer, abort=abort)
+
+    async def _serve_stranger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """One REQUEST from a member that does not know the cluster yet (peer id 0), one RESPONSE."""
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            (cluster_id, frm, to, kind, body), _ = await self._read_raw(reader, HELLO_MAX_FRAME)
+        if (cluster_id, frm, to) != (0, 0, 0) or kind != REQUEST or type(body) is not bytes:
+            raise _Rejected("stranger_not_a_request", kind=repr(kind)[:40])
+        await self._answer(0, writer, body)
+        return True
+
+    async def _answer(self, peer: int, writer: asyncio.StreamWriter, body: bytes) -> None:
+        if self._on_request is None:
+            answer = [False, b"this member answers no requests"]
+        else:
+            try:
+                answer = [True, await self._on_request(peer, body)]
+            except PeerRequestError as exc:
+                answer = [False, str(exc).encode()]
+            except Exception as exc:
+                log.exception("a peer request failed", extra={"raft_peer": f"{peer:x}"})
+                answer = [False, f"internal error: {exc!r}".encode()]
+        writer.write(self._frame(peer, RESPONSE, answer))
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            await writer.drain()
+
+    async def request(
+        self, payload: bytes, *, peer: int | None = None, address: str | None = None, timeout: float = 5.0
+    ) -> bytes:
+        """Asks a peer (by id), or whoever listens at address (as a stranger), for on_request's answer.
+
+        Raises PeerRequestError when the peer cannot be reached, times out, or answers with an error.
+        """
+        if self._stopping:
+            raise PeerRequestError("the transport is stopped")
+        if peer is not None:
+            p = self._peers.get(peer)
+            if p is None:
+                raise PeerRequestError(f"unknown peer {peer:x}")
+            try:
+                return await _exchange(
+                    p.addr, (self.cluster_id, self.member_id, peer), payload, timeout, self._local_addr
+                )
+            except _RemovedAnswer:
+                self._report_removed()
+                raise PeerRequestError("the member has been permanently removed from the cluster") from None
+        if address is None:
+            raise ValueError("request needs a peer or an address")
+        return await ask(address, payload, timeout)
 
     async def _serve(self, peer: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Reads frames from a peer after its HELLO; returns True when it ended cleanly (a snapshot was acked)."""
@@ -659,6 +845,9 @@ class Transport:
                         )
             elif kind == SNAP_BEGIN:
                 await self._receive_snapshot(peer, reader, writer, body)
+                return True
+            elif kind == REQUEST and type(body) is bytes:
+                await self._answer(peer, writer, body)
                 return True
             else:
                 raise _Rejected("unexpected_frame", kind=repr(kind)[:40])

@@ -41,8 +41,8 @@ from typing import Any, Protocol
 
 import msgpack
 
-from kvstore.errors import StartupError
 from raft import failpoints
+from raft.errors import StartupError
 from raft.stats import Histogram
 
 log = logging.getLogger("raftkv.wal")
@@ -120,6 +120,27 @@ class WAL:
     @staticmethod
     def exists(directory: Path) -> bool:
         return directory.is_dir() and any(_NAME.match(p.name) for p in directory.iterdir())
+
+    @staticmethod
+    def read_identity(directory: Path) -> tuple[int, int] | None:
+        """(member id, cluster id) the log in directory belongs to, from its first record; None if
+        there is no log (a torn or corrupt first record is left for ``open`` to report)."""
+        if not WAL.exists(directory):
+            return None
+        first = sorted(p for p in directory.iterdir() if _NAME.match(p.name))[0]
+        with open(first, "rb") as f:
+            head = f.read(_FRAME.size)
+            if len(head) < _FRAME.size:
+                return None
+            length, crc = _FRAME.unpack(head)
+            body = f.read(length)
+        if len(body) != length or zlib.crc32(body) != crc:
+            return None
+        try:
+            kind, member_id, cluster_id = msgpack.unpackb(body)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+        return (member_id, cluster_id) if kind == METADATA else None
 
     @classmethod
     def create(cls, directory: Path, member_id: int, cluster_id: int) -> WAL:

@@ -9,6 +9,12 @@ An error that etcd answers for a request (a missing lease, a compacted revision 
 is a result like any other: it is returned to the waiting client and changes nothing. Any other
 exception is a bug that leaves the in-memory index ahead of the backend; it propagates and the
 member must stop.
+
+Alarms change what applies, as etcd's capped and corrupt appliers do: while NOSPACE is raised,
+puts (alone or in a txn) and lease grants fail with ``NoSpace`` (deletes, compactions and the rest
+go on); while CORRUPT is raised, every write, compaction and lease grant or revoke fails with
+``Corrupt``. Membership changes are validated here (``kvstore.membership``), so every member
+accepts or rejects each one alike.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ from dataclasses import dataclass
 
 import msgpack
 
+from kvstore.alarms import CORRUPT, NOSPACE, AlarmStore
 from kvstore.apply.codec import Op, decode_request
 from kvstore.apply.kv import do_delete_range, do_put, do_txn
-from kvstore.errors import EtcdError, LeaseNotFound
+from kvstore.errors import Corrupt, EtcdError, LeaseNotFound, NoSpace
 from kvstore.lease import Lessor, apply_lease_checkpoint, apply_lease_grant, apply_lease_revoke
-from kvstore.membership import MemberInfo, Membership
+from kvstore.membership import ChangeContext, MemberInfo, Membership
 from kvstore.mvcc.store import CompactionJob, KVStore, WriteTxn
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.mvccpb.kv_pb2 import KeyValue
@@ -39,6 +46,21 @@ class CompactResult:
 
 ApplyResult = object  # a response message, a CompactResult, or an EtcdError
 
+_CORRUPT_REFUSES = frozenset({Op.PUT, Op.DELETE_RANGE, Op.TXN, Op.COMPACT, Op.LEASE_GRANT, Op.LEASE_REVOKE})
+
+
+def txn_puts(t: pb.TxnRequest) -> bool:
+    """Whether a txn would cost quota (etcd's costTxn > 0): a put in either branch (not nested)."""
+    return any(op.WhichOneof("request") == "request_put" for op in (*t.success, *t.failure))
+
+
+@dataclass(slots=True)
+class ConfChangeResult:
+    """What the proposer of a membership change learns: the members after it, or etcd's error."""
+
+    members: list[MemberInfo]
+    error: EtcdError | None = None
+
 
 class Applier:
     def __init__(self, store: KVStore, leases: Lessor | None = None, on_changes: ChangeSink | None = None) -> None:
@@ -47,27 +69,35 @@ class Applier:
         self.on_changes = on_changes
         backend = store.backend
         self.membership = Membership(backend)
+        self.alarms = AlarmStore(backend)
         self.applied_index, self.applied_term = backend.consistent_index()
 
     def apply_conf_change(
-        self, index: int, term: int, kind: str, member_id: int, context: bytes, known: MemberInfo | None
-    ) -> None:
-        """Applies a committed membership change entry: kind is "add", "add_learner" or "remove".
+        self, index: int, term: int, kind: str, member_id: int, ctx: ChangeContext, known: MemberInfo | None
+    ) -> tuple[bool, ConfChangeResult | None]:
+        """Applies a committed membership change entry ("add", "add_learner", "remove", "update").
 
-        known describes the member when the entry carries no context (a bootstrapped cluster's
-        first entries, whose members every founding member knows from --initial-cluster).
+        Returns whether it takes effect on the Raft configuration, and what its proposer learns
+        (None for an entry applied before, replayed: then whether the membership reflects it).
+        known describes the member when the entry carries no context (the first entries of a
+        cluster bootstrapped before entries carried contexts).
         """
+        membership = self.membership
         if index <= self.applied_index:
-            return
+            return membership.reflects(kind, member_id, ctx), None
+        error = membership.check(kind, member_id, ctx)
         backend = self.store.backend
         with backend.begin_write() as txn:
-            if kind == "remove":
-                self.membership.remove(txn, member_id)
-            else:
-                self.membership.add(txn, member_id, context, kind == "add_learner", known)
+            if error is None:
+                membership.apply(txn, kind, member_id, ctx, known)
             backend.put_meta(txn, b"consistent_index", index)
             backend.put_meta(txn, b"term", term)
         self.applied_index, self.applied_term = index, term
+        members = [
+            MemberInfo(m.id, m.name, list(m.peer_urls), list(m.client_urls), m.is_learner)
+            for m in membership.sorted_members()
+        ]
+        return error is None and kind != "update", ConfChangeResult(members, error)
 
     def apply(self, entries: Sequence[tuple[int, int, bytes]]) -> list[tuple[int, ApplyResult]]:
         """Applies (index, term, data) entries; returns (request id, result) per request entry.
@@ -108,6 +138,12 @@ class Applier:
             member_id, name, client_urls = msgpack.unpackb(body)
             self.membership.publish(txn, member_id, name, client_urls)
             return None
+        if op == Op.ALARM:
+            return self._apply_alarm(txn, pb.AlarmRequest.FromString(body))
+        if self.alarms.any_raised:
+            refused = self._refused(op, body)
+            if refused is not None:
+                return refused
         if op == Op.COMPACT:
             req = pb.CompactionRequest.FromString(body)
             try:
@@ -142,6 +178,32 @@ class Applier:
             return exc
         _end(w, changes)
         return result
+
+    def _refused(self, op: int, body: bytes) -> EtcdError | None:
+        """What the raised alarms refuse (etcd's corrupt applier wraps the capped one: CORRUPT first)."""
+        alarms = self.alarms
+        if alarms.active(CORRUPT) and op in _CORRUPT_REFUSES:
+            return Corrupt()
+        if alarms.active(NOSPACE):
+            if op == Op.PUT or op == Op.LEASE_GRANT:
+                return NoSpace()
+            if op == Op.TXN and txn_puts(pb.TxnRequest.FromString(body)):
+                return NoSpace()
+        return None
+
+    def _apply_alarm(self, txn: object, req: pb.AlarmRequest) -> pb.AlarmResponse:
+        """etcd's applierV3backend.Alarm: GET lists, ACTIVATE raises, DEACTIVATE clears."""
+        resp = pb.AlarmResponse()
+        alarms = self.alarms
+        if req.action == pb.AlarmRequest.GET:
+            resp.alarms.extend(alarms.get(req.alarm))
+        elif req.action == pb.AlarmRequest.ACTIVATE:
+            resp.alarms.append(alarms.activate(txn, req.memberID, req.alarm))  # NONE too, as etcd
+        elif req.action == pb.AlarmRequest.DEACTIVATE:
+            m = alarms.deactivate(txn, req.memberID, req.alarm)
+            if m is not None:
+                resp.alarms.append(m)
+        return resp
 
     def _lessor(self) -> Lessor:
         if self.leases is None:

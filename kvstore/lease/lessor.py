@@ -117,8 +117,11 @@ class Lessor:
         self._expiries = LeaseQueue()
         self._checkpoints = LeaseQueue()
         self.backend = backend
-        self._db = backend.dbs[b"lease"]
         self._load()
+
+    @property
+    def _db(self) -> object:
+        return self.backend.dbs[b"lease"]  # looked up each time: a defragmentation reopens the backend
 
     # ---- opening ----
 
@@ -145,7 +148,6 @@ class Lessor:
         Create the new ``KVStore`` after calling this: its restore attaches every leased key.
         """
         self.backend = backend
-        self._db = backend.dbs[b"lease"]
         self._leases = {}
         self._key_lease = {}
         self._expiries.clear()

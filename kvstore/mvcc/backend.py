@@ -6,10 +6,12 @@ Buckets (LMDB named databases), as in etcd's bbolt backend:
 - ``meta``: ``consistent_index`` and ``term`` (the last applied log entry, written in the same
   transaction as the data it covers, so restart replays exactly the log tail), and
   ``scheduledCompactRev`` / ``finishedCompactRev``.
-- ``lease``, ``members``, ``alarm``, ``auth``: owned by the modules of those names.
-- ``alarm``, ``auth``, ``authUsers``, ``authRoles`` hold etcd's own encodings (an alarm's key is a
-  serialized ``AlarmMember``; users and roles are ``authpb`` records), so snapshots carry them to
-  and from etcd byte for byte (``kvstore.snapshot.etcd_schema`` has the whole mapping).
+- ``lease``, ``members`` (with ``members_removed``), ``alarm``, ``auth``: owned by the modules of
+  those names (``kvstore.lease``, ``kvstore.membership``, ``kvstore.alarms``, auth).
+- ``members_removed``, ``alarm``, ``auth``, ``authUsers``, ``authRoles`` hold etcd's own encodings
+  (a removed member's hex id -> ``removed``; an alarm's key is a serialized ``AlarmMember``; users
+  and roles are ``authpb`` records), so snapshots carry them to and from etcd byte for byte
+  (``kvstore.snapshot.etcd_schema`` has the whole mapping).
 
 Commits are not fsynced one by one: the Raft WAL is the durable record and replays whatever the
 backend has not applied. The backend is synced in the background (``sync``), and before the WAL
@@ -30,7 +32,7 @@ from kvstore.errors import StartupError
 
 _U64 = struct.Struct(">Q")
 
-BUCKETS = (b"key", b"meta", b"lease", b"members", b"alarm", b"auth", b"authUsers", b"authRoles")
+BUCKETS = (b"key", b"meta", b"lease", b"members", b"members_removed", b"alarm", b"auth", b"authUsers", b"authRoles")
 DEFAULT_MAP_SIZE = 64 << 30  # address space only; the file grows with the data
 
 
@@ -48,25 +50,59 @@ class Backend:
     def __init__(self, path: Path, map_size: int = DEFAULT_MAP_SIZE) -> None:
         self.path = Path(path)
         self.file = self.path / "data.mdb"
+        self.map_size = map_size
         self.path.mkdir(parents=True, exist_ok=True)
+        self.dbs: dict[bytes, lmdb._Database] = {}
+        self._open()
+
+    def _open(self) -> None:
         try:
             self.env = lmdb.open(
                 str(self.path),
-                map_size=map_size,
+                map_size=self.map_size,
                 max_dbs=len(BUCKETS) + 2,
                 sync=False,
                 metasync=False,
                 readahead=False,
                 max_readers=512,
             )
-            self.dbs = {name: self.env.open_db(name) for name in BUCKETS}
+            dbs = {name: self.env.open_db(name) for name in BUCKETS}
             with self.env.begin() as txn:  # touch every bucket once so a corrupt tree fails now
-                for db in self.dbs.values():
+                for db in dbs.values():
                     txn.stat(db)
         except lmdb.Error as exc:
             raise StartupError(f"backend database {self.file} cannot be opened: {exc}") from exc
+        self.dbs.clear()  # the same dict: holders of backend.dbs see the new handles
+        self.dbs.update(dbs)
         self.key_db = self.dbs[b"key"]
         self.meta_db = self.dbs[b"meta"]
+
+    def copy_compacted(self, directory: Path) -> Path:
+        """Writes a compacted copy (no free pages) of the current state to directory/data.mdb, from one
+        read transaction; safe from another thread. Raises lmdb.Error (a full disk, ...)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.env.copy(str(directory), compact=True)
+        copied = directory / "data.mdb"
+        fd = os.open(copied, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # durable before it replaces the original
+        finally:
+            os.close(fd)
+        return copied
+
+    def replace_file(self, new_file: Path) -> None:
+        """Replaces the database file by new_file (a compacted copy of it) and reopens the environment in
+        place: the same Backend object, new handles. Nobody may use the environment meanwhile."""
+        self.env.sync(True)
+        self.env.close()
+        (self.path / "lock.mdb").unlink(missing_ok=True)
+        os.replace(new_file, self.file)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._open()
 
     def close(self) -> None:
         self.env.sync(True)

@@ -1,10 +1,14 @@
 """A member process's lifecycle: open the data, start the log and the client front end, serve, stop.
 
 Clients are served by raftkv's own front end (``frontend``: gRPC over HTTP/2 on asyncio, HTTP/1.1
-on the same port) from the dispatch table of ``kvstore.server.routes``; HTTP/1.1 requests go to
-etcd's JSON gateway over that same table and to etcd's endpoints (``kvstore.server.http_api``), and
-``--listen-metrics-urls`` adds listeners for the metrics and health endpoints alone. Startup refuses to run on
-damaged data (``StartupError`` with the file named). Shutdown is graceful on SIGTERM and SIGINT:
+on the same port) from the dispatch table of ``kvstore.server.routes`` (a learner serves only what
+etcd's learners serve); HTTP/1.1 requests go to etcd's JSON gateway over that same table and to
+etcd's endpoints (``kvstore.server.http_api``), and ``--listen-metrics-urls`` adds listeners for the
+metrics and health endpoints alone. Who the member is (a founding member, a restart, a member
+joining with ``--initial-cluster-state existing``) is decided by ``kvstore.server.identity``.
+Startup refuses to run on damaged data (``StartupError`` with the file named), and, with
+``--experimental-initial-corrupt-check``, on data that differs from its peers'. A member removed
+from the cluster stops with exit code 0, as etcd does. Shutdown is graceful on SIGTERM and SIGINT:
 the front end stops taking calls (GOAWAY) and gives running ones a moment, then the log and the
 backend are closed. A failure of the log itself (a failed fsync)
 stops the member with exit code 1: it must never acknowledge what it did not persist.
@@ -21,9 +25,12 @@ from frontend.gateway import Gateway
 from frontend.http1 import Http1Config
 from frontend.protocol import FrontendConfig
 from frontend.server import FrontendServer
-from kvstore.config import GRPC_OVERHEAD_BYTES, ServerConfig, peer_address
+from kvstore import corrupt
+from kvstore.config import GRPC_OVERHEAD_BYTES, ServerConfig
 from kvstore.errors import StartupError
+from kvstore.membership import Membership
 from kvstore.mvcc import Backend
+from kvstore.server import identity
 from kvstore.server.endpoints import Endpoints
 from kvstore.server.http_api import BINDINGS, CORS, ClientPortApp, etcd_codec
 from kvstore.server.lease_service import LeaseService
@@ -32,6 +39,7 @@ from kvstore.server.member import VERSION, Member
 from kvstore.server.metrics import HealthCounts, MemberCollector, member_registry
 from kvstore.server.routes import member_services, methods
 from kvstore.server.rpc import error_status
+from raft.errors import RemovedError
 from raft.node import RaftNode
 
 log = logging.getLogger("raftkv.server")
@@ -72,28 +80,37 @@ class MemberServer:
         cfg = self.cfg
         member_dir = cfg.data_dir / "member"
         backend = Backend(member_dir / "db")
+        try:
+            ident = await identity.resolve(cfg, has_members=bool(Membership(backend).members))
+        except BaseException:
+            backend.close()
+            raise
         node = RaftNode(
-            member_id=cfg.member_id,
-            cluster_id=cfg.cluster_id,
+            member_id=ident.member_id,
+            cluster_id=ident.cluster_id,
             wal_dir=member_dir / "wal",
             snap_dir=member_dir / "snap",
             peer_listen=cfg.peer_bind_addresses(),
-            peers={mid: peer_address(urls[0]) for mid, (_, urls) in cfg.members.items()},
-            bootstrap=cfg.initial_cluster_state == "new",
+            peers=ident.peers,
+            bootstrap=ident.bootstrap,
             heartbeat_ms=cfg.heartbeat_interval_ms,
             election_ms=cfg.election_timeout_ms,
             snapshot_count=cfg.snapshot_count,
             request_timeout=cfg.request_timeout_s,
+            bootstrap_contexts=ident.contexts,
+            removed=ident.removed,
         )
-        member = Member(cfg, node, backend)
+        member = Member(cfg, node, backend, known_members=ident.known)
         self.member = member
         await member.start()
+        if cfg.initial_corrupt_check:
+            await corrupt.initial_check(member)
         # like etcd, serve clients once this member's name and client URLs are in the log (what
         # MemberList and endpoint discovery show); that needs a leader and a quorum
         await member.published.wait()
         services, self.lease_service, self.local_client = member_services(member)
         config = frontend_config(cfg)
-        server = FrontendServer(methods(services), config, error_status=error_status)
+        server = FrontendServer(methods(services, member.is_learner), config, error_status=error_status)
         self.frontend = server
         health = HealthCounts()
         registry = member_registry(MemberCollector(member, server.methods, health, VERSION))
@@ -128,8 +145,8 @@ class MemberServer:
             "serving client requests",
             extra={
                 "member_name": cfg.name,
-                "member_id": f"{cfg.member_id:x}",
-                "cluster_id": f"{cfg.cluster_id:x}",
+                "member_id": f"{member.member_id:x}",
+                "cluster_id": f"{member.cluster_id:x}",
                 "listen_client_urls": ",".join(cfg.listen_client_urls),
                 "listen_metrics_urls": ",".join(cfg.listen_metrics_urls),
                 "data_dir": str(cfg.data_dir),
@@ -181,7 +198,10 @@ async def serve(cfg: ServerConfig) -> int:
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if fatal is not None and fatal.done():
-        log.critical("stopping: the log can no longer persist", extra={"error": str(fatal.result())})
-        code = 1
+        if isinstance(fatal.result(), RemovedError):  # etcd exits 0 then too
+            log.warning("stopping: the member has been permanently removed from the cluster")
+        else:
+            log.critical("stopping: the log can no longer persist", extra={"error": str(fatal.result())})
+            code = 1
     await server.stop()
     return code

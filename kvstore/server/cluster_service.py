@@ -1,11 +1,26 @@
-"""The etcd Cluster service: membership as this member knows it (MemberList; changes are not served yet)."""
+"""The etcd Cluster service: MemberList, MemberAdd, MemberRemove, MemberUpdate and MemberPromote.
+
+Changes go through the log (``kvstore.server.reconfig``); responses list every member as etcd does,
+by id: learners flagged, members that have not started yet without a name or client URLs.
+Headers carry no revision, as etcd's Cluster service's do not.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from frontend.grpc import ServerCall
+from kvstore.membership import MemberInfo
+from kvstore.server import reconfig
 from kvstore.server.member import Member
-from kvstore.server.rpc import unimplemented
 from proto.etcdserverpb import rpc_pb2 as pb
+
+
+def fill_members(out: object, members: Iterable[MemberInfo]) -> None:
+    for info in sorted(members, key=lambda m: m.id):
+        out.add(  # type: ignore[attr-defined]
+            ID=info.id, name=info.name, peerURLs=info.peer_urls, clientURLs=info.client_urls, isLearner=info.is_learner
+        )
 
 
 class ClusterService:
@@ -17,19 +32,37 @@ class ClusterService:
         if request.linearizable:
             await member.read_barrier()
         resp = pb.MemberListResponse()
-        members = member.applier.membership.members or member.known_members
-        for member_id, info in sorted(members.items()):
-            resp.members.add(
-                ID=member_id,
-                name=info.name,
-                peerURLs=info.peer_urls,
-                clientURLs=info.client_urls,
-                isLearner=info.is_learner,
-            )
+        fill_members(resp.members, (member.applier.membership.members or member.known_members).values())
         member.fill_header(resp.header, revision=False)
         return resp
 
-    MemberAdd = unimplemented("Cluster", "MemberAdd")
-    MemberRemove = unimplemented("Cluster", "MemberRemove")
-    MemberUpdate = unimplemented("Cluster", "MemberUpdate")
-    MemberPromote = unimplemented("Cluster", "MemberPromote")
+    async def MemberAdd(self, request: pb.MemberAddRequest, call: ServerCall) -> pb.MemberAddResponse:
+        new, members = await reconfig.add_member(self.member, list(request.peerURLs), request.isLearner)
+        resp = pb.MemberAddResponse()
+        resp.member.ID = new.id
+        resp.member.peerURLs.extend(new.peer_urls)
+        resp.member.isLearner = new.is_learner
+        fill_members(resp.members, members)
+        self.member.fill_header(resp.header, revision=False)
+        return resp
+
+    async def MemberRemove(self, request: pb.MemberRemoveRequest, call: ServerCall) -> pb.MemberRemoveResponse:
+        members = await reconfig.remove_member(self.member, request.ID)
+        resp = pb.MemberRemoveResponse()
+        fill_members(resp.members, members)
+        self.member.fill_header(resp.header, revision=False)
+        return resp
+
+    async def MemberUpdate(self, request: pb.MemberUpdateRequest, call: ServerCall) -> pb.MemberUpdateResponse:
+        members = await reconfig.update_member(self.member, request.ID, list(request.peerURLs))
+        resp = pb.MemberUpdateResponse()
+        fill_members(resp.members, members)
+        self.member.fill_header(resp.header, revision=False)
+        return resp
+
+    async def MemberPromote(self, request: pb.MemberPromoteRequest, call: ServerCall) -> pb.MemberPromoteResponse:
+        members = await reconfig.promote_member(self.member, request.ID)
+        resp = pb.MemberPromoteResponse()
+        fill_members(resp.members, members)
+        self.member.fill_header(resp.header, revision=False)
+        return resp

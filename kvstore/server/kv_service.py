@@ -2,7 +2,8 @@
 
 A serializable read is answered synchronously (no task, no await); linearizable reads wait for the
 read index and writes for their entry to be applied, as coroutines. The receive limit (etcd's
---max-request-bytes plus gRPC's allowance) is enforced by the front end before decoding.
+--max-request-bytes plus gRPC's allowance) is enforced by the front end before decoding. Puts and
+txns that would pass the backend quota are refused first (``Member.check_quota``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class KVService:
         return self._range_linearizable(request)
 
     async def Put(self, request: pb.PutRequest, call: ServerCall) -> pb.PutResponse:
+        if not self.member.quota.available(request):  # before anything else, as etcd's quotaKVServer
+            await self.member.check_quota(request)
         check_put(request)
         resp = await self.member.propose(Op.PUT, request.SerializeToString())
         self.member.fill_header(resp.header)  # type: ignore[attr-defined]
@@ -68,6 +71,8 @@ class KVService:
         return resp  # type: ignore[return-value]
 
     def Txn(self, request: pb.TxnRequest, call: ServerCall) -> pb.TxnResponse | Awaitable[pb.TxnResponse]:
+        if not self.member.quota.available(request):
+            return self.member.check_quota(request)  # raises the NOSPACE alarm, then NoSpace
         check_txn(request, self.member.cfg.max_txn_ops)
         if not is_txn_readonly(request):
             return self._txn_write(request)

@@ -291,6 +291,7 @@ class LeaseService:
     # ---- through the log ----
 
     async def LeaseGrant(self, request: pb.LeaseGrantRequest, call: ServerCall) -> pb.LeaseGrantResponse:
+        await self.member.check_quota(request)  # etcd's quotaLeaseServer
         req = pb.LeaseGrantRequest(ID=request.ID, TTL=request.TTL)
         while req.ID == 0:  # no id given: choose one (positive), as etcd does, before proposing
             req.ID = self._ids.next() & ((1 << 63) - 1)

@@ -1,17 +1,23 @@
-"""The etcd Maintenance service: Status and alarm queries (what etcdctl endpoint status/health use),
-Snapshot, Hash and HashKV (thin wrappers of ``kvstore.snapshot.maintenance``)."""
+"""The etcd Maintenance service: Status (what etcdctl endpoint status/health use, with the alarms and
+``etcdserver: no leader`` in its errors, as etcd's), Alarm (list, activate, deactivate, through the
+log), Defragment (``Member.defragment``), Snapshot, Hash and HashKV (thin wrappers of
+``kvstore.snapshot.maintenance``) and MoveLeader."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
 
 from frontend.grpc import GrpcError, ServerCall, StatusCode
-from kvstore.server.member import VERSION, Member
+from kvstore.alarms import go_text
+from kvstore.errors import NoLeader
+from kvstore.server.member import VERSION, Member, etcd_error
 from kvstore.server.rpc import unimplemented
 from kvstore.snapshot.maintenance import hash_backend, hash_kv, make_snapshot, snapshot_chunks
 from proto.etcdserverpb import rpc_pb2 as pb
+from raft.errors import LogError
 from raft.snapshot import remove_outgoing
 
 log = logging.getLogger("raftkv.maintenance")
@@ -34,17 +40,23 @@ class MaintenanceService:
             raftTerm=member.log.term,
             raftAppliedIndex=member.applied_index,
             dbSizeQuota=member.cfg.quota_backend_bytes,
-            isLearner=getattr(member.log, "is_learner", False),
+            isLearner=member.is_learner(),
         )
+        if not resp.leader:
+            resp.errors.append(NoLeader.message)
+        resp.errors.extend(go_text(a) for a in member.applier.alarms.get())
         member.fill_header(resp.header)
         return resp
 
-    def Alarm(self, request: pb.AlarmRequest, call: ServerCall) -> pb.AlarmResponse:
-        if request.action != pb.AlarmRequest.GET:
-            raise GrpcError(StatusCode.UNIMPLEMENTED, "raftkv: raising or clearing alarms is not implemented")
-        return pb.AlarmResponse()  # no alarm is ever raised yet; etcd's answer to GET has no header
+    async def Alarm(self, request: pb.AlarmRequest, call: ServerCall) -> pb.AlarmResponse:
+        # through the log for every action, as etcd; its answer carries no header
+        return await self.member.alarm(request)
 
-    Defragment = unimplemented("Maintenance", "Defragment")
+    async def Defragment(self, request: pb.DefragmentRequest, call: ServerCall) -> pb.DefragmentResponse:
+        log.info("starting defragment")
+        # a client that gives up does not stop it midway (etcd's goes on as well)
+        await asyncio.shield(asyncio.ensure_future(self.member.defragment()))
+        return pb.DefragmentResponse()  # etcd's carries no header
 
     async def Hash(self, request: pb.HashRequest, call: ServerCall) -> pb.HashResponse:
         h, revision = await hash_backend(self.member, VERSION)
@@ -65,7 +77,10 @@ class MaintenanceService:
         transfer = getattr(member.log, "transfer_leader", None)
         if transfer is None:
             raise GrpcError(StatusCode.UNIMPLEMENTED, "raftkv: this member's log cannot move leadership")
-        await transfer(request.targetID)
+        try:
+            await transfer(request.targetID)
+        except LogError as exc:
+            raise etcd_error(exc) from None
         resp = pb.MoveLeaderResponse()
         member.fill_header(resp.header)
         return resp

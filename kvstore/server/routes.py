@@ -2,11 +2,13 @@
 
 Paths and request types are etcd's (``etcdserverpb``, and ``v3lockpb`` and ``v3electionpb`` for the
 Lock and Election services: ``PACKAGES``); requests are decoded with the nesting guard of
-``proto.wire``. A path not in the table answers UNIMPLEMENTED (``frontend.grpc``).
+``proto.wire``. A path not in the table answers UNIMPLEMENTED (``frontend.grpc``). A member's
+table refuses what a learner may not serve while it is one (``kvstore.server.learner``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from frontend.grpc import Kind, Method
@@ -15,6 +17,7 @@ from frontend.server import FrontendServer
 from kvstore.server.cluster_service import ClusterService
 from kvstore.server.election_service import ElectionService
 from kvstore.server.kv_service import KVService
+from kvstore.server.learner import learner_guard
 from kvstore.server.lease_service import LeaseService
 from kvstore.server.local_client import LocalClient
 from kvstore.server.lock_service import LockService
@@ -82,15 +85,21 @@ def path(service: str, name: str) -> str:
     return f"/{PACKAGES.get(service, DEFAULT_PACKAGE)}.{service}/{name}"
 
 
-def methods(services: dict[str, object]) -> dict[str, Method]:
-    """The table for services by name ("KV", "Watch", ...): their methods bound to the instances."""
+def methods(services: dict[str, object], is_learner: Callable[[], bool] | None = None) -> dict[str, Method]:
+    """The table for services by name ("KV", "Watch", ...): their methods bound to the instances.
+
+    With is_learner, every method is refused while it answers True (``kvstore.server.learner``).
+    """
     table: dict[str, Method] = {}
     for service, entries in TABLE.items():
         instance = services.get(service)
         if instance is None:
             continue
         for name, kind, request_type in entries:
-            table[path(service, name)] = Method(kind, getattr(instance, name), parser(request_type))
+            handler = getattr(instance, name)
+            if is_learner is not None:
+                handler = learner_guard(name, kind, handler, is_learner)
+            table[path(service, name)] = Method(kind, handler, parser(request_type))
     return table
 
 

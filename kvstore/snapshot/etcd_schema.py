@@ -9,8 +9,9 @@ What raftkv's LMDB backend and etcd's bbolt backend share byte for byte, and wha
 - ``lease``: lease id (int64 big-endian) -> ``leasepb.Lease``; raftkv: the same key -> msgpack
   (id, ttl, remaining ttl).
 - ``members``: member id in hex (no padding) -> JSON ``{"id", "peerURLs", "isLearner", "name",
-  "clientURLs"}``; raftkv: u64 id -> msgpack. ``members_removed``: hex id -> ``removed``.
-- ``cluster``: ``clusterVersion`` -> e.g. ``3.5.0`` (raftkv keeps neither of these two).
+  "clientURLs"}``; raftkv: u64 id -> msgpack. ``members_removed``: hex id -> ``removed``; the
+  same bytes in both.
+- ``cluster``: ``clusterVersion`` -> e.g. ``3.5.0`` (raftkv does not keep it; exports make it).
 - ``alarm``: a serialized ``etcdserverpb.AlarmMember`` -> empty; the same bytes in both.
 - ``auth``, ``authUsers``, ``authRoles``: ``authEnabled``, ``authRevision``; name -> ``authpb.User``
   / ``authpb.Role``; the same bytes in both.

@@ -63,7 +63,7 @@ def _bucket(backend: Backend, txn: lmdb.Transaction, name: bytes, server_version
         return _members(backend, txn)
     if name == s.CLUSTER:
         return iter([(s.CLUSTER_VERSION, s.cluster_version(server_version))])
-    return _raw(backend, txn, name)  # key, alarm, auth*: the same bytes; members_removed if kept
+    return _raw(backend, txn, name)  # key, members_removed, alarm, auth*: the same bytes
 
 
 def etcd_buckets(backend: Backend, txn: lmdb.Transaction, server_version: str) -> Iterator[tuple[bytes, Pairs]]:

@@ -6,13 +6,15 @@ and handles each `Ready` it returns; see `raft.core.rawnode` for the exact oblig
 
 Modules, one job each: types (values and wire form), errors, config, storage (Storage
 protocol, MemoryStorage), log_unstable + log (the log split by durability), quorum (vote
-and commit maths), inflights + progress + tracker (per-follower replication state and
-membership), read_only (ReadIndex), raft (the state machine), rawnode (RawNode and Ready).
+and commit maths), confchange (what a membership change leads to), inflights + progress +
+tracker (per-follower replication state and membership), read_only (ReadIndex), raft (the
+state machine), rawnode (RawNode and Ready).
 """
 
 from raft.core.config import Config, RandomSource
 from raft.core.errors import (
     CompactedError,
+    ConfChangeError,
     ConfigError,
     ProposalDroppedError,
     RaftError,
@@ -43,6 +45,7 @@ __all__ = [
     "NONE",
     "CompactedError",
     "ConfChange",
+    "ConfChangeError",
     "ConfChangeType",
     "ConfState",
     "Config",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from raft.core.errors import ConfigError
-from raft.core.types import NONE
+from raft.core.types import NONE, ConfState
 
 
 class RandomSource(Protocol):
@@ -39,6 +39,10 @@ class Config:
       ticks without hearing from a leader (§5.2). Must exceed heartbeat_tick.
     - heartbeat_tick: a leader sends heartbeats every heartbeat_tick ticks.
     - applied: the last index the state machine has already applied (restart only).
+    - conf_state: the membership as of `applied`, when the state machine keeps it (restart
+      only). Without it the core replays the conf change entries up to `applied` on top of
+      the snapshot's ConfState, which is only right if every one of them took effect; an
+      application that rejects some changes (applying them as no-ops) must pass it.
     - max_size_per_msg: bytes of entries per MsgApp (at least one entry is always sent).
     - max_committed_size_per_ready: bytes of committed entries per Ready.
     - max_uncommitted_entries_size: a leader drops proposals beyond this many uncommitted
@@ -57,6 +61,7 @@ class Config:
     election_tick: int = 10
     heartbeat_tick: int = 1
     applied: int = 0
+    conf_state: ConfState | None = None
     max_size_per_msg: int = 1 << 20
     max_committed_size_per_ready: int = 8 << 20
     max_uncommitted_entries_size: int = 0

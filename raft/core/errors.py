@@ -30,3 +30,7 @@ class ProposalDroppedError(RaftError):
 
 class ConfigError(RaftError):
     """Local misuse: the Config passed to RawNode is invalid."""
+
+
+class ConfChangeError(RaftError):
+    """A membership change the core refuses (it would remove every voter, or demote a voter)."""

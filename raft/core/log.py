@@ -1,8 +1,11 @@
 """RaftLog: the node's view of the whole log, stable (Storage) plus unstable, with commit/apply cursors.
 
-Invariant: applied <= committed <= last_index(), and every index in [first_index()-1,
-last_index()] has a known term. Committed entries are never truncated (Figure 2: Log Matching
-plus Leader Completeness guarantee a correct leader never asks for it).
+Invariant: applied <= applying <= committed <= last_index(), and every index in
+[first_index()-1, last_index()] has a known term. ``applying`` is how far committed entries have
+been handed to the application; ``applied`` how far it has applied them (the two differ only
+while a driver applies asynchronously, see ``RawNode.advance``). Committed entries are never
+truncated (Figure 2: Log Matching plus Leader Completeness guarantee a correct leader never
+asks for it).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from raft.core.types import Entry, Snapshot, entry_size
 
 
 class RaftLog:
-    __slots__ = ("applied", "committed", "max_next_ents_size", "storage", "unstable")
+    __slots__ = ("applied", "applying", "committed", "max_next_ents_size", "storage", "unstable")
 
     def __init__(self, storage: Storage, max_next_ents_size: int | None = None) -> None:
         self.storage = storage
@@ -24,11 +27,12 @@ class RaftLog:
         # Everything up to the snapshot is committed and applied.
         self.committed = first - 1
         self.applied = first - 1
+        self.applying = first - 1
         self.max_next_ents_size = max_next_ents_size
 
     def __repr__(self) -> str:
         return (
-            f"RaftLog(committed={self.committed}, applied={self.applied}, "
+            f"RaftLog(committed={self.committed}, applying={self.applying}, applied={self.applied}, "
             f"unstable.offset={self.unstable.offset}, len(unstable)={len(self.unstable.entries)})"
         )
 
@@ -152,6 +156,15 @@ class RaftLog:
         if self.committed < i or i < self.applied:
             raise AssertionError(f"applied {i} not in [applied {self.applied}, committed {self.committed}]")
         self.applied = i
+        if self.applying < i:
+            self.applying = i
+
+    def applying_to(self, i: int) -> None:
+        """Entries up to i were handed to the application, which applies them later."""
+        if self.committed < i:
+            raise AssertionError(f"applying {i} beyond committed {self.committed}")
+        if self.applying < i:
+            self.applying = i
 
     def stable_to(self, i: int, t: int) -> None:
         self.unstable.stable_to(i, t)
@@ -165,11 +178,11 @@ class RaftLog:
         return list(self.unstable.entries)
 
     def has_next_ents(self) -> bool:
-        return self.committed + 1 > max(self.applied + 1, self.first_index())
+        return self.committed + 1 > max(self.applying + 1, self.first_index())
 
     def next_ents(self) -> list[Entry]:
-        """Committed entries not yet applied, cut at max_next_ents_size bytes."""
-        off = max(self.applied + 1, self.first_index())
+        """Committed entries not yet handed to the application, cut at max_next_ents_size bytes."""
+        off = max(self.applying + 1, self.first_index())
         if self.committed + 1 > off:
             return self.slice(off, self.committed + 1, self.max_next_ents_size)
         return []

@@ -11,11 +11,13 @@ follower one MsgApp holding everything new, within max_size_per_msg and the infl
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from raft.core.config import Config, SplitMix64
 from raft.core.errors import (
     CompactedError,
+    ConfChangeError,
     ProposalDroppedError,
     SnapshotTemporarilyUnavailableError,
     UnavailableError,
@@ -150,7 +152,10 @@ class Raft:
         if cfg.applied > 0:
             if cfg.applied > self.raft_log.committed:
                 raise AssertionError(f"applied {cfg.applied} is past committed {self.raft_log.committed}")
-            self._replay_conf_changes(cfg.applied)
+            if cfg.conf_state is not None:
+                self.prs.restore(cfg.conf_state, self.raft_log.last_index() + 1)
+            else:
+                self._replay_conf_changes(cfg.applied)
             self.raft_log.applied_to(cfg.applied)
         self.is_learner = self.id in self.prs.learners
         self.become_follower(self.term, NONE)
@@ -162,7 +167,8 @@ class Raft:
             return
         for e in self.raft_log.slice(lo, applied + 1, None):
             if e.type == _CONF_CHANGE:
-                self.prs.apply_conf_change(ConfChange.decode(e.data), self.raft_log.last_index() + 1)
+                with contextlib.suppress(ConfChangeError):  # refused when first applied too
+                    self.prs.apply_conf_change(ConfChange.decode(e.data), self.raft_log.last_index() + 1)
 
     def _load_state(self, hs: HardState) -> None:
         if hs.commit < self.raft_log.committed or hs.commit > self.raft_log.last_index():
@@ -849,7 +855,10 @@ class Raft:
     # -- membership ------------------------------------------------------------------------------------
 
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
-        """Apply a committed single-step conf change to the tracker (called when the driver applies it)."""
+        """Apply a committed single-step conf change to the tracker (called when the driver applies it).
+
+        Raises ConfChangeError, changing nothing, for a change ``raft.core.confchange`` refuses.
+        """
         self.prs.apply_conf_change(cc, self.raft_log.last_index() + 1)
         return self._switch_to_config()
 

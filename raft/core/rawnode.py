@@ -12,7 +12,9 @@ The driver loop, for each Ready `rd = node.ready()`, in this order:
 4. Apply `rd.committed_entries` in order (they may include entries of this same Ready, so
    never before step 2). For a CONF_CHANGE entry, call `apply_conf_change`.
 5. Answer waiting linearizable reads from `rd.read_states` once applied >= index.
-6. Call `advance(rd)`. Do not call `ready()` again before that (it raises).
+6. Call `advance(rd)`. Do not call `ready()` again before that (it raises). A driver that
+   applies committed entries later calls `advance(rd, apply_later=True)` and then
+   `applied_to(index)` once they are applied.
 
 Everything the node says in Ready N+1 (commit indexes, votes, acks) assumes Ready N was
 persisted; that is why a leader's MsgApp may overtake its own fsync but nothing else may.
@@ -29,6 +31,7 @@ through `apply_conf_change`).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from raft.core.config import Config
@@ -119,7 +122,7 @@ class RawNode:
         self._prev_hard = self.raft.hard_state()
         self._outstanding = False
 
-    def bootstrap(self, peers: list[int]) -> None:
+    def bootstrap(self, peers: list[int], contexts: Mapping[int, bytes] | None = None) -> None:
         """Start a brand-new cluster whose voters are `peers` (call on every founding member).
 
         Like etcd's RawNode.Bootstrap: requires empty storage; appends one ADD_NODE conf change
@@ -127,7 +130,8 @@ class RawNode:
         first Ready carries them as entries to persist and as committed entries, which the
         driver applies (calling `apply_conf_change`, which is idempotent here) like any other.
         A member joining an existing cluster does not bootstrap: it starts empty and is sent
-        the log or a snapshot by the leader once the cluster added it.
+        the log or a snapshot by the leader once the cluster added it. `contexts` gives each
+        peer's conf change its context (what the application records about the member).
         """
         r = self.raft
         if r.raft_log.last_index() != 0 or not r.hard_state().is_empty():
@@ -137,7 +141,12 @@ class RawNode:
         self._prev_hard = HardState()
         r.become_follower(1, NONE)
         ents = [
-            Entry(1, i + 1, EntryType.CONF_CHANGE, ConfChange(ConfChangeType.ADD_NODE, pid).encode())
+            Entry(
+                1,
+                i + 1,
+                EntryType.CONF_CHANGE,
+                ConfChange(ConfChangeType.ADD_NODE, pid, (contexts or {}).get(pid, b"")).encode(),
+            )
             for i, pid in enumerate(peers)
         ]
         r.raft_log.append(ents)
@@ -246,24 +255,38 @@ class RawNode:
         self._outstanding = True
         return rd
 
-    def advance(self, rd: Ready) -> None:
-        """Tell the node the Ready was handled: persisted, sent, applied."""
+    def advance(self, rd: Ready, apply_later: bool = False) -> None:
+        """Tell the node the Ready was handled: persisted, sent, and its committed entries applied.
+
+        With apply_later, the committed entries were only handed to the application, which
+        applies them later and then reports it with `applied_to` (as etcd-io/raft's
+        asynchronous application). Until then the node counts them as unapplied: a leader
+        takes no further conf change and a node does not campaign while one of them is a
+        conf change, and they are not handed out again.
+        """
         if rd.hard_state is not None:
             self._prev_hard = rd.hard_state
         r = self.raft
-        applied = 0
-        if rd.committed_entries:
-            applied = rd.committed_entries[-1].index
-        elif rd.snapshot is not None:
-            applied = rd.snapshot.metadata.index
+        handed = rd.committed_entries[-1].index if rd.committed_entries else 0
+        snap = rd.snapshot.metadata.index if rd.snapshot is not None else 0
+        if apply_later:
+            if handed:
+                r.raft_log.applying_to(handed)
+            applied = snap
+        else:
+            applied = handed or snap
         if rd.committed_entries and r.max_uncommitted_size > 0 and r.role == StateRole.LEADER:
             r.reduce_uncommitted_size(rd.committed_entries)
-        r.advance(
-            applied,
-            rd.entries[-1] if rd.entries else None,
-            rd.snapshot.metadata.index if rd.snapshot is not None else 0,
-        )
+        r.advance(applied, rd.entries[-1] if rd.entries else None, snap)
         self._outstanding = False
+
+    def applied_to(self, index: int) -> None:
+        """The application applied every entry handed out up to index (after `advance(rd, apply_later=True)`)."""
+        log = self.raft.raft_log
+        if index > log.applying:
+            raise RaftError(f"applied_to({index}) beyond the entries handed out (up to {log.applying})")
+        if index > log.applied:
+            log.applied_to(index)
 
     # -- inspection ---------------------------------------------------------------------------
 

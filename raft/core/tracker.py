@@ -1,14 +1,15 @@
 """ProgressTracker: the membership (voters, learners), each member's Progress, and votes.
 
-Membership changes are single-step (thesis §4.1): one server added, promoted or removed
-at a time, so the old and new majorities always overlap and no joint consensus is needed.
+Membership changes are single-step (thesis §4.1): ``raft.core.confchange`` computes the
+membership a change leads to (or refuses it); the tracker switches to it, keeping the progress
+of members that stay and starting new members' progress at the next index.
 """
 
 from __future__ import annotations
 
-from raft.core import quorum
+from raft.core import confchange, quorum
 from raft.core.progress import Progress
-from raft.core.types import ConfChange, ConfChangeType, ConfState
+from raft.core.types import ConfChange, ConfState
 
 
 class ProgressTracker:
@@ -60,45 +61,32 @@ class ProgressTracker:
 
     # -- membership --------------------------------------------------------------------------
 
+    def membership(self) -> confchange.Membership:
+        return confchange.Membership(frozenset(self.voters), frozenset(self.learners))
+
     def restore(self, cs: ConfState, next_index: int) -> None:
         """Reset membership to cs; every member starts probing at next_index."""
-        self.voters = set()
-        self.learners = set()
         self.progress = {}
         self.votes = {}
-        for v in cs.voters:
-            self._add(v, False, next_index)
-        for v in cs.learners:
-            self._add(v, True, next_index)
+        self.switch(confchange.restore(cs), next_index)
 
-    def _add(self, node_id: int, learner: bool, next_index: int) -> None:
-        pr = self.progress.get(node_id)
-        if pr is None:
-            pr = Progress(next_index, self.max_inflight, learner)
-            # A newly added member counts as active so CheckQuorum gives it a full timeout.
-            pr.recent_active = True
-            self.progress[node_id] = pr
-        pr.is_learner = learner
-        if learner:
-            self.voters.discard(node_id)
-            self.learners.add(node_id)
-        else:
-            self.learners.discard(node_id)
-            self.voters.add(node_id)
+    def switch(self, m: confchange.Membership, next_index: int) -> None:
+        """Switch to membership m: new members start probing at next_index, removed ones are forgotten."""
+        for nid in [nid for nid in self.progress if nid not in m.voters and nid not in m.learners]:
+            del self.progress[nid]
+            self.votes.pop(nid, None)
+        for nid in sorted(m.voters | m.learners):
+            learner = nid in m.learners
+            pr = self.progress.get(nid)
+            if pr is None:
+                pr = Progress(next_index, self.max_inflight, learner)
+                # A newly added member counts as active so CheckQuorum gives it a full timeout.
+                pr.recent_active = True
+                self.progress[nid] = pr
+            pr.is_learner = learner
+        self.voters = set(m.voters)
+        self.learners = set(m.learners)
 
     def apply_conf_change(self, cc: ConfChange, next_index: int) -> None:
-        """Apply one single-step change. Demoting a voter to learner is refused (as etcd v1 changes)."""
-        nid = cc.node_id
-        if nid == 0:
-            return
-        if cc.type == ConfChangeType.ADD_NODE:
-            self._add(nid, False, next_index)
-        elif cc.type == ConfChangeType.ADD_LEARNER_NODE:
-            if nid in self.voters:
-                return  # demotion is not a single-step change we support
-            self._add(nid, True, next_index)
-        elif cc.type == ConfChangeType.REMOVE_NODE:
-            self.voters.discard(nid)
-            self.learners.discard(nid)
-            self.progress.pop(nid, None)
-            self.votes.pop(nid, None)
+        """Apply one single-step change (``raft.core.confchange``); raises ConfChangeError if refused."""
+        self.switch(confchange.simple(self.membership(), cc), next_index)

@@ -62,8 +62,11 @@ class EntryType(IntEnum):
 
 
 class ConfChangeType(IntEnum):
+    """Numbered as etcd's raftpb.ConfChangeType."""
+
     ADD_NODE = 0
     REMOVE_NODE = 1
+    UPDATE_NODE = 2  # no change to the membership; the application's peer address changes
     ADD_LEARNER_NODE = 3
 
 

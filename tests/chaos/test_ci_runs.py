@@ -61,6 +61,18 @@ def test_append_under_kills_and_partitions(tmp_path: Path) -> None:
     assert v["checker"]["serializability"]["txns"] >= 200
 
 
+def test_append_under_member_replacements(tmp_path: Path) -> None:
+    """Members removed (running, or killed with their disk wiped) and added afresh under load: no
+    acknowledged transaction lost, and the new members catch up (the cluster converges)."""
+    code, v, _ = chaos(
+        tmp_path, workload="append", nemesis="member:wipe,member:replace", time_s=10, min_ok=200, interval=2.0
+    )
+    assert code == 0, json.dumps(v, indent=1)[:3000]
+    assert v["converged"]
+    healed = [f for f in v["faults"] if f["f"] == "stop" and f["kind"] == "member"]
+    assert healed and all("added again afresh" in f["note"] for f in healed), v["faults"]
+
+
 def test_watch_under_pauses_and_kills(tmp_path: Path) -> None:
     code, v, _ = chaos(tmp_path, workload="watch", nemesis="pause,kill", time_s=7, min_ok=200)
     assert code == 0, json.dumps(v, indent=1)[:3000]

@@ -17,8 +17,9 @@ from chaos.netns import PrivateNetwork
 def test_nemesis_specs() -> None:
     assert parse("kill,partition:bridge") == [("kill", None), ("partition", "bridge")]
     assert parse("none") == []
-    with pytest.raises(NemesisError, match="membership"):
-        parse("member")
+    assert parse("member:wipe,member") == [("member", "wipe"), ("member", None)]
+    with pytest.raises(NemesisError, match="unknown mode"):
+        parse("member:grow")
     with pytest.raises(NemesisError, match="unknown mode"):
         parse("pause:all-at-once")
     with pytest.raises(NemesisError, match="unknown nemesis"):

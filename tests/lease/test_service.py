@@ -81,6 +81,9 @@ class FakeMember:
     async def read_barrier(self) -> None:
         return None
 
+    async def check_quota(self, request: object) -> None:
+        return None  # no quota: every grant fits
+
     async def wait_applied(self, index: int) -> None:
         return None
 

@@ -50,3 +50,10 @@ def test_importing_core_pulls_in_no_banned_module():
         cwd=CORE_DIR.parent.parent,
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_raft_imports_nothing_of_the_store_or_the_rpc_layer():
+    """raft/ knows nothing of kvstore/, proto/ or grpc: it raises its own errors (raft.errors)."""
+    for f in sorted(CORE_DIR.parent.rglob("*.py")):
+        bad = _imported_modules(f) & {"kvstore", "proto", "grpc", "frontend"}
+        assert not bad, f"{f.relative_to(CORE_DIR.parent.parent)} imports {bad}"

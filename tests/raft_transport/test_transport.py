@@ -625,3 +625,111 @@ def test_under_uvloop(tmp_path: Path, warnings_log: pytest.LogCaptureFixture, na
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
     assert not [r for r in warnings_log.records if r.name == "asyncio"]
+
+
+# ---- requests, strangers, removed members ----
+
+
+async def echo_handler(peer: int, body: bytes) -> bytes:
+    if body == b"fail":
+        raise tr.PeerRequestError("refused: fail")
+    if body == b"boom":
+        raise RuntimeError("a bug")
+    return b"%d:%s" % (peer, body)
+
+
+async def test_request_to_a_peer_and_from_a_stranger(tmp_path: Path) -> None:
+    a = await Member(1, tmp_path).start()
+    b = await Member(2, tmp_path, on_request=echo_handler).start()
+    stranger = await Member(77, tmp_path, cluster_id=0xBAD).start()
+    a.t.set_peers({2: b.addr})
+    b.t.set_peers({1: a.addr})
+    try:
+        assert await a.t.request(b"hi", peer=2) == b"1:hi"
+        # a member that knows neither the cluster nor its own id asks by address, as member 0
+        assert await stranger.t.request(b"who", address=b.addr) == b"0:who"
+        with pytest.raises(tr.PeerRequestError, match="refused: fail"):
+            await a.t.request(b"fail", peer=2)
+        with pytest.raises(tr.PeerRequestError, match="internal error"):
+            await a.t.request(b"boom", peer=2)
+        with pytest.raises(tr.PeerRequestError, match="answers no requests"):
+            await b.t.request(b"x", peer=1)  # a has no handler
+        with pytest.raises(tr.PeerRequestError, match="unknown peer"):
+            await a.t.request(b"x", peer=9)
+        with pytest.raises(tr.PeerRequestError, match="cannot ask"):
+            await a.t.request(b"x", address=f"127.0.0.1:{free_port()}")
+        a.t.send([heartbeat(1, 2, 4)])  # messages still flow beside requests
+        await wait_until(lambda: b.from_peer(1) == [heartbeat(1, 2, 4)])
+    finally:
+        for m in (a, b, stranger):
+            await m.t.stop()
+
+
+async def test_a_stranger_may_only_ask(trio_: list[Member], warnings_log: pytest.LogCaptureFixture) -> None:
+    _, b, _ = trio_
+    reader, writer = await raw_connect(b)
+    writer.write(frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=0, to=0, cluster=0))
+    writer.write(frame(tr.MSG, [heartbeat(0, 2, 1).to_wire()], frm=0, to=0, cluster=0))
+    await writer.drain()
+    assert await closed_by_peer(reader)
+    writer.close()
+    assert "stranger_not_a_request" in rejections(warnings_log)
+    assert b.delivered == []
+
+
+async def test_request_that_gets_no_answer_times_out(tmp_path: Path) -> None:
+    async def slow(peer: int, body: bytes) -> bytes:
+        await asyncio.sleep(30)
+        return b""
+
+    a = await Member(1, tmp_path).start()
+    b = await Member(2, tmp_path, on_request=slow).start()
+    a.t.set_peers({2: b.addr})
+    b.t.set_peers({1: a.addr})
+    try:
+        with pytest.raises(tr.PeerRequestError, match="no answer"):
+            await a.t.request(b"x", peer=2, timeout=0.3)
+    finally:
+        await a.t.stop()
+        await b.t.stop()
+
+
+async def test_a_removed_member_is_told_so_on_every_kind_of_connection(tmp_path: Path) -> None:
+    removed: list[int] = []
+    a = await Member(1, tmp_path).start()
+    b = await Member(2, tmp_path, on_request=echo_handler).start()
+    gone = await Member(3, tmp_path, on_removed=lambda: removed.append(3)).start()
+    a.t.set_peers({2: b.addr, 3: gone.addr})
+    gone.t.set_peers({1: a.addr, 2: b.addr})
+    b.t.set_peers({1: a.addr}, removed=[3])  # b applied the removal of 3; a not yet
+    try:
+        gone.t.send([heartbeat(3, 2, 1)])
+        await wait_until(lambda: removed == [3])
+        with pytest.raises(tr.PeerRequestError, match="permanently removed"):
+            await gone.t.request(b"x", peer=2)
+        await asyncio.sleep(0.05)
+        assert removed == [3]  # reported once
+        assert b.delivered == []
+        gone.t.send([heartbeat(3, 1, 1)])  # a still takes it
+        await wait_until(lambda: a.from_peer(3) == [heartbeat(3, 1, 1)])
+    finally:
+        for m in (a, b, gone):
+            await m.t.stop()
+
+
+async def test_active_since_follows_the_connection(tmp_path: Path) -> None:
+    a = await Member(1, tmp_path).start()
+    b = await Member(2, tmp_path).start()
+    a.t.set_peers({2: b.addr})
+    b.t.set_peers({1: a.addr})
+    loop = asyncio.get_running_loop()
+    try:
+        await wait_until(lambda: a.t.active_since(2) is not None)
+        since = a.t.active_since(2)
+        assert since is not None and since <= loop.time()
+        assert a.t.active_since(9) is None
+        await b.t.stop()
+        a.t.send([heartbeat(1, 2, 1)])
+        await wait_until(lambda: a.t.active_since(2) is None, timeout=5)
+    finally:
+        await a.t.stop()

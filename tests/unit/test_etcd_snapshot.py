@@ -19,7 +19,7 @@ from kvstore.apply import Applier, Op, encode_request
 from kvstore.bbolt import BoltFile, Nested, write_file
 from kvstore.errors import Compacted, FutureRev
 from kvstore.lease import Lessor
-from kvstore.membership import MemberInfo
+from kvstore.membership import ChangeContext, MemberInfo
 from kvstore.mvcc import Backend, KVStore
 from kvstore.mvcc.index import TreeIndex
 from kvstore.mvcc.revision import rev_to_bytes, tombstone_to_bytes
@@ -86,7 +86,9 @@ class State:
 
     def add_member(self, member_id: int, name: str, url: str) -> None:
         self.index += 1
-        self.applier.apply_conf_change(self.index, 2, "add", member_id, b"", MemberInfo(member_id, name, [url]))
+        self.applier.apply_conf_change(
+            self.index, 2, "add", member_id, ChangeContext(), MemberInfo(member_id, name, [url])
+        )
 
     def close(self) -> None:
         self.backend.close()
