@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ETCD, ETCDCTL, EtcdMember, RaftkvMember
+from tests.procs import ETCD, ETCDCTL, EtcdMember, RaftkvMember, kill_leftovers
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_members() -> Iterator[None]:
+    """A member a test started and did not stop (it failed half-way) is killed before the next test."""
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from google.protobuf.message import DecodeError, Message
 
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
-from tests.procs import ETCDCTL, Process
+from tests.procs import ETCDCTL, ETCDCTL_TIMEOUTS, Process
 
 Arg = str | bytes
 
@@ -421,11 +421,11 @@ def run_etcdctl(endpoint: str, step: Step) -> tuple[int, bytes, bytes]:
     assert ETCDCTL is not None, "etcdctl is not installed (apt-get install etcd-client)"
     args = [os.fsencode(a) if isinstance(a, str) else a for a in step.args]
     proc = subprocess.run(
-        [ETCDCTL, f"--endpoints={endpoint}", "--command-timeout=5s", "--dial-timeout=2s", *args],
+        [ETCDCTL, f"--endpoints={endpoint}", *ETCDCTL_TIMEOUTS, *args],
         input=step.stdin,
         capture_output=True,
         env={**os.environ, "ETCDCTL_API": "3"},
-        timeout=30,
+        timeout=90,
     )
     return proc.returncode, proc.stdout, proc.stderr
 
