@@ -215,7 +215,9 @@ def test_full_disk_stops_the_member_and_loses_nothing(tmp_path: Path) -> None:
                 key, value = b"full%d" % i, os.urandom(2000)
                 try:
                     stub.Put(pb.PutRequest(key=key, value=value), timeout=10)
-                except grpc.RpcError:
+                except grpc.RpcError as exc:
+                    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and member.proc.poll() is None:
+                        continue  # only slow (a busy machine), not refused: not acknowledged, go on
                     break
                 acked[key] = value
         assert member.proc.wait(120) == 1, "a member that cannot persist must stop"
