@@ -128,8 +128,11 @@ class EtcdStore:
 
     # ---- KV ----
 
-    def get(self, key: str) -> KeyValue | None:
-        resp = self._call(lambda s: s.kv.Range(pb.RangeRequest(key=key.encode()), timeout=self.timeout), "get")
+    def get(self, key: str, within: float | None = None) -> KeyValue | None:
+        """``within`` bounds each attempt and the whole retry loop, as for ``keepalive``."""
+        per_try = min(self.timeout, within) if within else self.timeout
+        req = pb.RangeRequest(key=key.encode())
+        resp = self._call(lambda s: s.kv.Range(req, timeout=per_try), "get", retry_for=within)
         return _kv(resp.kvs[0]) if resp.kvs else None
 
     def list(self, prefix: str) -> tuple[list[KeyValue], int]:

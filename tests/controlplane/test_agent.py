@@ -120,3 +120,21 @@ def test_heartbeat_registers_the_node_and_holds_its_lease(tmp_path):
     agent.heartbeat_once()
     kv = store.get("/registry/leases/kube-node-lease/n1")
     assert kv is not None and kv.lease == agent.lease_id
+
+
+def test_heartbeat_bounds_its_node_read_like_the_renewal(tmp_path, monkeypatch):
+    """After a renewal the agent reads its Node (to re-register it if it is not Ready): that read must
+    give up as soon as the renewal would (ttl/3), or a read stuck on a member whose leader just died
+    (5 s per try against etcd) holds up the next renewal until a 3 s lease has expired."""
+    store, agent = make(tmp_path)
+    agent.heartbeat_once()
+    reads = []
+    real_get = store.get
+
+    def get(key, within=None):
+        reads.append((key, within))
+        return real_get(key, within)
+
+    monkeypatch.setattr(store, "get", get)
+    agent.heartbeat_once()
+    assert reads == [(kinds.NODE.key(None, "n1"), 1.0)]
