@@ -174,12 +174,14 @@ def test_member_down_during_compaction_catches_up_by_snapshot(tmp_path: Path, cr
             lagging.env = {}
         c.start_member(lagging.name)
         c.wait_ready(60)
-        wait_for(
-            "the lagging member to catch up",
-            lambda: status(lagging.endpoint).raftAppliedIndex >= status(leader_ep).raftAppliedIndex,
-            timeout=120,
-            interval=0.2,
-        )
+
+        def caught_up() -> bool:
+            try:
+                return status(lagging.endpoint).raftAppliedIndex >= status(leader_ep).raftAppliedIndex
+            except grpc.RpcError:  # busy installing the snapshot: ask again
+                return False
+
+        wait_for("the lagging member to catch up", caught_up, timeout=120, interval=0.2)
         # (the log is copied by a thread: poll, do not read once)
         installed = "installing snapshot from the leader"
         wait_for("the snapshot install in its log", lambda: installed in lagging.log_path.read_text())
