@@ -27,7 +27,7 @@ from pathlib import Path
 
 from controlplane.api import kinds
 from controlplane.api.meta import Obj, deep_copy, deleting, get_condition, key_of, name, set_condition, uid
-from controlplane.client import Client, retry_on_conflict
+from controlplane.client import Client, decode, retry_on_conflict
 from controlplane.clock import REAL_CLOCK, Clock, rfc3339
 from controlplane.controllers.base import process_next
 from controlplane.controllers.nodelifecycle import NODE_LEASE_NAMESPACE
@@ -174,8 +174,12 @@ class NodeAgent:
 
     def heartbeat_once(self) -> None:
         """Renews the node lease; if it is gone (or never was), takes a new one and re-registers."""
-        if self.lease_id and self.store.keepalive(self.lease_id, within=max(self.cfg.lease_ttl / 3, 0.5)) > 0:
-            node = self.client.try_get(kinds.NODE, None, self.cfg.node_name)
+        within = max(self.cfg.lease_ttl / 3, 0.5)
+        if self.lease_id and self.store.keepalive(self.lease_id, within=within) > 0:
+            # Bounded like the renewal: a read stuck on a member whose leader just died must not hold
+            # up the next renewal for longer than the lease lives (it fails; the next beat retries).
+            kv = self.store.get(kinds.NODE.key(None, self.cfg.node_name), within=within)
+            node = decode(kv) if kv is not None else None
             ready = get_condition(node, "Ready") if node is not None else None
             if ready is None or ready.get("status") != "True":
                 self.register_node()

@@ -1,13 +1,34 @@
-"""Shared fixtures: real raftkv and etcd member processes for integration tests."""
+"""Shared fixtures: real raftkv and etcd member processes for integration tests.
+
+Also the suite-wide Hypothesis profile: the "ci" profile (the default) draws the same examples on
+every run (``derandomize``), keeps no example database, and turns off the one health check that
+measures time, so a run's result does not depend on luck or on how busy the machine is. Set
+``HYPOTHESIS_PROFILE=explore`` to search with fresh random examples (and a database) instead.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
-from tests.procs import ETCD, ETCDCTL, EtcdMember, RaftkvMember
+from tests.procs import ETCD, ETCDCTL, EtcdMember, RaftkvMember, kill_leftovers
+
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("explore", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_members() -> Iterator[None]:
+    """A member a test started and did not stop (it failed half-way) is killed before the next test."""
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture

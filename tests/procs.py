@@ -1,18 +1,22 @@
 """Real processes for integration tests: raftkv members, reference etcd members, etcdctl.
 
-Everything listens on 127.0.0.1 on ports picked free at start; data lives in pytest's tmp dirs.
+Everything listens on 127.0.0.1 on ports from ``free_port()``; data lives in pytest's tmp dirs.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -24,10 +28,108 @@ ETCD = shutil.which("etcd")
 ETCDCTL = shutil.which("etcdctl")
 
 
+def _port_range() -> range:
+    """Ports below the kernel's ephemeral range: never picked by bind(0) or as a connection's source port."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12_000), low)
+
+
+_PORTS = _port_range()
+_BLOCK = 500  # ports per test process
+_block: range | None = None
+_block_lock = -1  # fd of the block's lock file, held until this process exits
+_next = 0
+
+
+def _reserve_block() -> range:
+    """Locks one block of _PORTS for this process (one lock file per block, which other test
+    processes respect): two pytest runs on one machine never hand out the same port."""
+    global _block, _block_lock
+    if _block is None:
+        locks = Path(tempfile.gettempdir()) / "raftkv-test-ports"
+        locks.mkdir(exist_ok=True)
+        starts = list(range(_PORTS.start, _PORTS.stop - _BLOCK + 1, _BLOCK))
+        first = os.getpid() % len(starts)
+        for start in starts[first:] + starts[:first]:
+            fd = os.open(locks / f"{start}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            _block, _block_lock = range(start, start + _BLOCK), fd
+            break
+        else:
+            raise RuntimeError(f"every block of test ports in {_PORTS} is taken by another test process")
+    return _block
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a test server that nothing else will be given meanwhile.
+
+    bind(("127.0.0.1", 0)) returns a port from the ephemeral range, which the kernel also hands out as
+    the source port of outgoing connections (and to other processes' bind(0)): between the test
+    picking a port and the server binding it, a connection on a busy machine can take it, and the
+    member dies with "address already in use". So ports come from below that range, from a block
+    reserved for this process; they are handed out in turn (a port comes round again only after
+    the 500 others, long after the test that had it), and only if nothing is bound to them or
+    lingering on them on any address at the time.
+    """
+    global _next
+    block = _reserve_block()
+    for _ in range(len(block)):
+        port = block[_next % len(block)]
+        _next += 1
+        try:
+            with socket.socket() as s:
+                s.bind(("0.0.0.0", port))  # in use on any address (or in TIME_WAIT) means taken
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no free port in {block}")
+
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, cond: Callable[[], T], timeout: float = 60.0, interval: float = 0.05) -> T:
+    """Polls ``cond`` until it returns something true and returns that; fails naming ``what`` after
+    ``timeout`` seconds. The timeout bounds a hang, it is not a speed requirement: keep it generous, so
+    that a slow, loaded machine only makes the test take longer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+_running: set[Process] = set()
+_helpers: list[subprocess.Popen] = []
+
+
+def track(proc: subprocess.Popen) -> subprocess.Popen:
+    """Registers a helper process (an etcdctl watch, a lock holder) to be killed if the test leaves it running."""
+    _helpers.append(proc)
+    return proc
+
+
+def kill_leftovers() -> None:
+    """Kills every Process started and not stopped, and every tracked helper still running (conftest
+    calls it after each test): a test that fails half-way must not leave members or clients running
+    into the next test, which they would slow down or talk to."""
+    for p in list(_running):
+        p.kill()
+    while _helpers:
+        proc = _helpers.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 class Process:
@@ -58,12 +160,13 @@ class Process:
             env={**os.environ, **self.env},
             cwd=self.data_dir.parent,
         )
+        _running.add(self)
         if wait:
             self.wait_ready()
         return self
 
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        """Waits until the member answers Status (a fresh channel each try: no reconnect backoff)."""
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Waits until the member answers Status and has a leader (a fresh channel each try: no reconnect backoff)."""
         deadline = time.monotonic() + timeout
         while True:
             if self.proc is not None and self.proc.poll() is not None:
@@ -75,11 +178,11 @@ class Process:
                     )
                 if st.leader:
                     return
-                time.sleep(0.05)
             except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.name} not ready on {self.endpoint}:\n{self.log()}") from None
-                time.sleep(0.05)
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not ready (with a leader) on {self.endpoint}:\n{self.log()}")
+            time.sleep(0.05)
 
     def log(self) -> str:
         try:
@@ -99,6 +202,7 @@ class Process:
             code = self.proc.wait()
         self._log.close()
         self.proc = None
+        _running.discard(self)
         return code
 
     def kill(self) -> int:
@@ -152,12 +256,16 @@ class EtcdMember(Process):
         ]
 
 
+# etcdctl's own deadlines, generous: they bound a hang; a busy machine must only make a command slower
+ETCDCTL_TIMEOUTS = ("--command-timeout=30s", "--dial-timeout=10s")
+
+
 def etcdctl(
-    endpoint: str, *args: str, stdin: str | None = None, check: bool = False, timeout: float = 20
+    endpoint: str, *args: str, stdin: str | None = None, check: bool = False, timeout: float = 90
 ) -> subprocess.CompletedProcess[str]:
     assert ETCDCTL is not None, "etcdctl is not installed (apt-get install etcd-client)"
     result = subprocess.run(
-        [ETCDCTL, f"--endpoints={endpoint}", "--command-timeout=5s", "--dial-timeout=2s", *args],
+        [ETCDCTL, f"--endpoints={endpoint}", *ETCDCTL_TIMEOUTS, *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -71,7 +71,9 @@ class WatchStream(Protocol):
 
 
 class Store(Protocol):
-    def get(self, key: str) -> KeyValue | None: ...
+    def get(self, key: str, within: float | None = None) -> KeyValue | None:
+        """The key's current value, or None; ``within`` bounds the attempts as for ``keepalive``."""
+        ...
 
     def list(self, prefix: str) -> tuple[list[KeyValue], int]:
         """Every key under prefix, and the store revision the list was read at."""

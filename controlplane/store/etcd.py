@@ -137,8 +137,10 @@ class EtcdStore:
 
     # ---- KV (the Kubernetes contract) ----
 
-    def get(self, key: str) -> KeyValue | None:
-        resp = self._call(lambda s: s.kube.get(key.encode()), "get")
+    def get(self, key: str, within: float | None = None) -> KeyValue | None:
+        """``within`` bounds each attempt and the whole retry loop, as for ``keepalive``."""
+        per_try = min(self.timeout, within) if within else self.timeout
+        resp = self._call(lambda s: s.kube.get(key.encode(), timeout=per_try), "get", retry_for=within)
         return _kv(resp.kv) if resp.kv is not None else None
 
     def list(self, prefix: str) -> tuple[list[KeyValue], int]:

@@ -76,7 +76,7 @@ class FakeStore:
 
     # ---- Store ----
 
-    def get(self, key: str) -> KeyValue | None:
+    def get(self, key: str, within: float | None = None) -> KeyValue | None:
         with self._cond:
             self._expire()
             return self._data.get(key)

@@ -162,8 +162,8 @@ class KubernetesClient:
         self.kv = kv
         self.timeout = timeout
 
-    def get(self, key: bytes, revision: int = 0) -> GetResponse:
-        return get_response(self.kv.Range(get_request(key, revision), timeout=self.timeout))
+    def get(self, key: bytes, revision: int = 0, timeout: float | None = None) -> GetResponse:
+        return get_response(self.kv.Range(get_request(key, revision), timeout=timeout or self.timeout))
 
     def list(self, prefix: bytes, limit: int = 0, revision: int = 0, continue_key: bytes = b"") -> ListResponse:
         return list_response(self.kv.Range(list_request(prefix, limit, revision, continue_key), timeout=self.timeout))

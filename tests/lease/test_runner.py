@@ -393,11 +393,9 @@ async def test_run_loop_and_stop(host, node):
     runner = LeaseRunner(host, node.lessor, election_timeout=1.0, request_timeout=7.0, tick=0.001)
     host.log.leader = ME
     task = asyncio.ensure_future(runner.run())
-    for _ in range(100):
-        await asyncio.sleep(0.001)
-        if runner.is_primary():
-            break
-    assert runner.is_primary()
+    async with asyncio.timeout(30):  # a bound on a hang: a busy loop only takes longer
+        while not runner.is_primary():
+            await asyncio.sleep(0.001)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -229,7 +229,7 @@ async def test_keepalive_for_an_expired_lease_answers_after_its_revoke(pair):
     await asyncio.sleep(0.05)
     assert not read.done()  # expired, not yet revoked: the answer waits
     await leader.member.lease_runner.step()  # the expiry loop proposes the revoke
-    resp = await asyncio.wait_for(read, 5)
+    resp = await asyncio.wait_for(read, 30)
     assert (resp.ID, resp.TTL) == (3, 0)
     await call.done_writing()
 

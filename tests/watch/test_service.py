@@ -18,7 +18,7 @@ C = pb.WatchCreateRequest
 
 
 class Client:
-    """One Watch call: requests are queued, responses read with a timeout."""
+    """One Watch call: requests are queued, responses read with a timeout (a bound on a hang: generous)."""
 
     def __init__(self, endpoint: str, metadata: tuple = ()) -> None:
         self.channel = grpc.aio.insecure_channel(endpoint)
@@ -41,10 +41,10 @@ class Client:
     def progress(self) -> None:
         self.requests.put_nowait(pb.WatchRequest(progress_request=pb.WatchProgressRequest()))
 
-    async def recv(self, timeout: float = 5.0) -> pb.WatchResponse:
+    async def recv(self, timeout: float = 30.0) -> pb.WatchResponse:
         return await asyncio.wait_for(self.call.read(), timeout)
 
-    async def recv_n(self, n: int, timeout: float = 10.0) -> list[pb.WatchResponse]:
+    async def recv_n(self, n: int, timeout: float = 30.0) -> list[pb.WatchResponse]:
         return [await self.recv(timeout) for _ in range(n)]
 
     async def close(self) -> None:
@@ -163,9 +163,14 @@ async def test_progress_notify_and_progress_request(server: WatchServer) -> None
         c.create(key=b"q", progress_notify=True)
         assert (await c.recv()).created
         node.put(b"other")
-        r = await c.recv(timeout=3)  # interval 0.1 s (+ jitter)
-        assert (r.watch_id, len(r.events), r.created, r.canceled) == (0, 0, False, False)
-        assert r.header.revision == node.rev
+        # every 0.1 s (+ jitter) from the stream's start: one may have gone out before the put (a slow
+        # test gets there late), at the revision before it; the next one is at the current revision
+        while True:
+            r = await c.recv()
+            assert (r.watch_id, len(r.events), r.created, r.canceled) == (0, 0, False, False)
+            if r.header.revision == node.rev:
+                break
+            assert r.header.revision == node.rev - 1, r
         c.progress()
         while True:
             r = await c.recv()
@@ -223,9 +228,10 @@ async def test_hasleader_streams_end_after_three_election_timeouts(server: Watch
         member.log.leader = 0
         lost = loop.time()
         with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await leader_bound.recv(timeout=3)
+            await leader_bound.recv()
         assert exc.value.code() == grpc.StatusCode.UNAVAILABLE and exc.value.details() == "etcdserver: no leader"
-        assert 0.2 <= loop.time() - lost <= 3.0  # 3 x 100 ms election timeouts, checked every 100 ms
+        # 3 x 100 ms election timeouts, checked every 100 ms: not at once (a busy loop only makes it later)
+        assert loop.time() - lost >= 0.2
         server.node.put(b"k")
         assert (await plain.recv()).events  # a stream without hasleader is untouched
         assert server.node.hub.synced.size == 1
@@ -245,10 +251,9 @@ async def test_vanishing_client_removes_its_watchers(server: WatchServer) -> Non
     await c.recv_n(51)
     assert hub.synced.size >= 50 and len(hub.streams) == 1
     await c.close()
-    for _ in range(100):
-        if not hub.streams:
-            break
-        await asyncio.sleep(0.02)
+    async with asyncio.timeout(30):
+        while hub.streams:
+            await asyncio.sleep(0.02)
     assert not hub.streams and not hub.synced and not hub.unsynced
 
 
@@ -277,8 +282,9 @@ async def test_client_that_never_reads_is_cut_off_and_others_are_not(tmp_path: P
         fine.create(key=b"big")
         await stuck.recv()  # the stream is up (one response read, then never again)
         assert (await fine.recv()).created
-        while node.hub.synced.size < 201:
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(30):
+            while node.hub.synced.size < 201:
+                await asyncio.sleep(0.01)
         for _ in range(40):
             if len(node.hub.streams) < 2:
                 break
@@ -308,11 +314,10 @@ async def test_thousands_of_watchers_on_one_stream(server: WatchServer) -> None:
             c.create(key=b"w/%d" % (i % 10))
         c.create(key=b"w/", range_end=b"w0")
         await c.recv_n(n + 1)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        # (how fast they are served is bench/watch.py's fanout measurement, not asserted here)
         server.node.apply_many([(Op.PUT, pb.PutRequest(key=b"w/%d" % i, value=b"v")) for i in range(10)])
         got = await c.recv_n(n + 10)
         assert sum(len(r.events) for r in got) == n + 10
-        assert loop.time() - t0 < 10
+        assert sorted(r.watch_id for r in got) == sorted([*range(n), *[n] * 10])
     finally:
         await c.close()

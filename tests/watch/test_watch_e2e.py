@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -38,7 +38,7 @@ import pytest
 from chaos.cluster import LocalCluster
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
-from tests.procs import ETCDCTL, REPO, EtcdMember, RaftkvMember, etcdctl, free_port
+from tests.procs import ETCDCTL, REPO, EtcdMember, RaftkvMember, etcdctl, free_port, track, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.etcd]
 
@@ -64,13 +64,15 @@ class Watching:
 
     def __init__(self, endpoint: str, *args: str, stdin: bool = False) -> None:
         assert ETCDCTL is not None
-        self.proc = subprocess.Popen(
-            [ETCDCTL, f"--endpoints={endpoint}", "--dial-timeout=2s", "watch", *args],
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "ETCDCTL_API": "3"},
+        self.proc = track(
+            subprocess.Popen(
+                [ETCDCTL, f"--endpoints={endpoint}", "--dial-timeout=10s", "watch", *args],
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "ETCDCTL_API": "3"},
+            )
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.out: list[str] = []
@@ -93,13 +95,21 @@ class Watching:
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
-    def wait_for(self, text: str, timeout: float = 10.0) -> None:
+    def wait_for(self, text: str, timeout: float = 60.0) -> None:
+        """Waits until a line equal to text is printed."""
+        self._wait(lambda: text in self.out, repr(text), timeout)
+
+    def wait_lines(self, count: int, timeout: float = 60.0) -> None:
+        """Waits until count lines are printed (the whole answer, not just its first line)."""
+        self._wait(lambda: len(self.out) >= count, f"{count} lines", timeout)
+
+    def _wait(self, done: Callable[[], bool], what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while text not in self.out:
+        while not done():
             try:
                 self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"{text!r} never printed; got {self.out} / {self.err}") from None
+                raise AssertionError(f"{what} never printed; got {self.out} / {self.err}") from None
 
     def stop(self) -> tuple[list[str], list[str]]:
         if self.proc.poll() is None:
@@ -110,7 +120,7 @@ class Watching:
             self.proc.kill()
             self.proc.wait()
         for t in self._threads:
-            t.join(5)
+            t.join(30)
         return self.out, [line for line in self.err if not line.startswith("{")]  # not etcdctl's JSON logs
 
 
@@ -122,12 +132,14 @@ def etcdctl_session(endpoint: str) -> dict[str, object]:
     require_watch(endpoint)
     ok = lambda *a, stdin=None: etcdctl(endpoint, *a, stdin=stdin, check=True)  # noqa: E731
     ok("put", "p/before", "0")  # revision 2: history for --rev
-    prefix = Watching(endpoint, "--prefix", "p")
-    prev = Watching(endpoint, "--prefix", "--prev-kv", "p/")
-    single = Watching(endpoint, "p/a")
+    # The live watchers start at revision 3, the first write below: etcdctl never says when its watch
+    # is established, so a watch "from now" might start after the first writes on a busy machine.
+    # From revision 3 it prints the same, whenever it is established.
+    prefix = Watching(endpoint, "--rev", "3", "--prefix", "p")
+    prev = Watching(endpoint, "--rev", "3", "--prefix", "--prev-kv", "p/")
+    single = Watching(endpoint, "--rev", "3", "p/a")
     interactive = Watching(endpoint, "-i", stdin=True)
-    interactive.send("watch --prefix p/ --prev-kv")
-    time.sleep(1.0)  # every watch is established
+    interactive.send("watch --rev 3 --prefix p/ --prev-kv")
     ok("put", "p/a", "1")
     ok("put", "p/b", "2")
     ok("put", "p/a", "3")
@@ -142,6 +154,7 @@ def etcdctl_session(endpoint: str) -> dict[str, object]:
     ok("put", "p/zz", "end")
     for w in (prefix, prev, interactive):
         w.wait_for("end")
+    single.wait_lines(9)  # PUT p/a 1, PUT p/a 3, DELETE p/a (and an empty value)
     interactive.send("progress")
     interactive.wait_for("progress notify: 13")
     out: dict[str, object] = {}
@@ -151,16 +164,16 @@ def etcdctl_session(endpoint: str) -> dict[str, object]:
     history.wait_for("end")
     out["history"] = history.stop()
     history_prev = Watching(endpoint, "--rev", "5", "--prev-kv", "p/a")
-    history_prev.wait_for("p/a")
-    time.sleep(0.5)
+    history_prev.wait_lines(10)  # PUT p/a 1 p/a 3 (rev 5, with its prev), DELETE p/a 3 p/a "" (rev 7)
     out["history_prev"] = history_prev.stop()
     ok("compact", "6")
     compacted = Watching(endpoint, "--rev", "3", "--prefix", "p/")
-    compacted.proc.wait(10)
+    compacted.proc.wait(60)
     out["compacted"] = compacted.stop(), compacted.proc.returncode
     future = Watching(endpoint, "-i", stdin=True)
     future.send("watch p/ --prefix --rev 40")
-    time.sleep(0.5)
+    # no pause: etcdctl sends the progress request on the same stream after the create, and the
+    # server answers in order, so the watcher exists when the progress notification arrives
     future.send("progress")
     future.wait_for("progress notify: 13")
     out["future"] = future.stop()
@@ -275,25 +288,27 @@ def test_watchers_see_the_history_exactly_across_a_leader_kill(tmp_path: Path) -
         writers = [threading.Thread(target=write, args=(n,), daemon=True) for n in range(2)]
         for w in writers:
             w.start()
-        time.sleep(1.5)
+        wait_for("txns acknowledged before the kill", lambda: len(acked) >= 20)
         lead = cluster.wait_ready()
         leader = next(m for m in cluster.members if status(m.endpoint).header.member_id == lead)
         cluster.kill_member(leader.name)
-        time.sleep(4.0)
+        at_kill = len(acked)
+        wait_for("txns acknowledged after the kill", lambda: len(acked) >= at_kill + 20, timeout=120)
         writer_stop.set()
         for w in writers:
-            w.join(10)
+            w.join(60)
+            assert not w.is_alive()
         survivors = [m.endpoint for m in cluster.members if m.running()]
         final = dump(survivors[0])
         final_rev = final["rev"]
-        assert final == dump(survivors[1])
-        deadline = time.monotonic() + 20
-        while any(not f.events or f.events[-1][0] < final_rev for f in followers):
-            assert time.monotonic() < deadline, [(f.events[-1:], f.errors) for f in followers]
-            time.sleep(0.1)
+        assert final == dump(survivors[1], final_rev)
+        wait_for(
+            "every watcher to reach the final revision",
+            lambda: all(f.events and f.events[-1][0] >= final_rev for f in followers),
+            timeout=120,
+        )
         for f in followers:
             f.close()
-        assert len(acked) > 20
         reference = followers[0].events
         for f in followers:
             assert not [e for e in f.errors if "compacted" in e]
@@ -313,7 +328,9 @@ def test_watchers_see_the_history_exactly_across_a_leader_kill(tmp_path: Path) -
                 assert all(e[0] > rev for e in f.events[count:])
         # reliable: replaying the events gives the keyspace, and every acknowledged txn is there
         state: dict[bytes, bytes] = {}
-        for _, kind, key, value in reference:
+        for rev, kind, key, value in reference:
+            if rev > final_rev:  # a txn a client gave up on may still commit after the dump
+                break
             if kind == 0:
                 state[key] = value
             else:
@@ -335,17 +352,19 @@ def test_watchers_see_the_history_exactly_across_a_leader_kill(tmp_path: Path) -
 def hasleader_is_canceled_without_a_leader(cluster: LocalCluster, endpoint: str, kill: str) -> None:
     with grpc.insecure_channel(endpoint) as ch:
         create = pb.WatchRequest(create_request=pb.WatchCreateRequest(key=b"k"))
-        guarded = rpc_pb2_grpc.WatchStub(ch).Watch(iter([create]), metadata=(("hasleader", "true"),))
+        guarded = rpc_pb2_grpc.WatchStub(ch).Watch(iter([create]), metadata=(("hasleader", "true"),), timeout=120)
         plain = rpc_pb2_grpc.WatchStub(ch).Watch(iter([create]))
         assert next(guarded).created and next(plain).created
-        cluster.kill_member(kill)
         t0 = time.monotonic()
+        cluster.kill_member(kill)
         with pytest.raises(grpc.RpcError) as exc:
             next(guarded)
         waited = time.monotonic() - t0
-        assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert exc.value.code() == grpc.StatusCode.UNAVAILABLE, exc.value
         assert exc.value.details() == "etcdserver: no leader"
-        assert 2.0 <= waited <= 15.0  # three election timeouts (1 s) after the leader is lost
+        # three election timeouts (1 s) after the leader is lost, not at once (how long after is the
+        # unit test's business; the call's deadline bounds it here)
+        assert waited >= 2.0
         refused = rpc_pb2_grpc.WatchStub(ch).Watch(iter([create]), metadata=(("hasleader", "true"),))
         with pytest.raises(grpc.RpcError) as exc:
             next(refused)
@@ -358,9 +377,10 @@ def status(endpoint: str) -> pb.StatusResponse:
         return rpc_pb2_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=5)
 
 
-def dump(endpoint: str) -> dict:
+def dump(endpoint: str, rev: int = 0) -> dict:
     with grpc.insecure_channel(endpoint) as ch:
-        resp = rpc_pb2_grpc.KVStub(ch).Range(pb.RangeRequest(key=b"\x00", range_end=b"\x00"), timeout=5)
+        request = pb.RangeRequest(key=b"\x00", range_end=b"\x00", revision=rev)
+        resp = rpc_pb2_grpc.KVStub(ch).Range(request, timeout=30)
     return {"rev": resp.header.revision, "kvs": {kv.key: kv.value for kv in resp.kvs}}
 
 
@@ -381,10 +401,8 @@ def test_a_watch_on_a_member_that_installs_a_snapshot_misses_nothing(tmp_path: P
         with grpc.insecure_channel(leader.endpoint) as ch:
             stub = rpc_pb2_grpc.KVStub(ch)
             stub.Put(pb.PutRequest(key=b"snap/first", value=b"1"), timeout=10)
-            deadline = time.monotonic() + 10
-            while not follower.events:
-                assert time.monotonic() < deadline, follower.errors
-                time.sleep(0.05)
+            wait_for("the first event", lambda: follower.events or follower.errors)
+            assert not follower.errors
             cluster.signal_member(lagging.name, signal.SIGSTOP)
             # beyond the 5000 entries a leader keeps after its snapshot, plus what it already sent the
             # paused member: at most 256 appends in flight, of at most 16 entries each with 16 writers
@@ -396,17 +414,13 @@ def test_a_watch_on_a_member_that_installs_a_snapshot_misses_nothing(tmp_path: P
                 for f in batch:
                     f.result()
             last = stub.Put(pb.PutRequest(key=b"snap/last", value=b"done"), timeout=30).header.revision
-        deadline = time.monotonic() + 30
-        while not compacted_beyond(leader.log_path, 4500):  # the paused member can only catch up by snapshot
-            assert time.monotonic() < deadline, "the leader never compacted its log"
-            time.sleep(0.2)
+        # the paused member can only catch up by snapshot
+        wait_for("the leader to compact its log", lambda: compacted_beyond(leader.log_path, 4500), interval=0.2)
         cluster.signal_member(lagging.name, signal.SIGCONT)
-        deadline = time.monotonic() + 60
-        while not follower.events or follower.events[-1][0] < last:
-            assert time.monotonic() < deadline, (follower.events[-1:], follower.errors)
-            time.sleep(0.1)
+        wait_for("every event", lambda: follower.errors or (follower.events and follower.events[-1][0] >= last), 180)
         follower.close()
-        assert "installing snapshot from the leader" in lagging.log_path.read_text()
+        installed = "installing snapshot from the leader"  # (the log is copied by a thread: poll it)
+        wait_for("the snapshot install in its log", lambda: installed in lagging.log_path.read_text())
         assert follower.resumes == 0 and not follower.errors  # the same stream, across the install
         assert [e[0] for e in follower.events] == list(range(start, last + 1))
     finally:
