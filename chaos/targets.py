@@ -19,7 +19,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import grpc
 from chaos.cluster import LocalCluster, MemberProcess
 from chaos.netfault import Partitioner
 from chaos.netns import NetnsCluster, PrivateNetwork
+from chaos.ports import free_port
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
 
@@ -38,12 +38,6 @@ FAILPOINTS_VAR = "RAFTKV_FAILPOINTS"
 
 class TargetError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def status(endpoint: str, timeout: float = 1.0) -> pb.StatusResponse | None:

@@ -5,14 +5,11 @@ Everything listens on 127.0.0.1 on ports from ``free_port()``; data lives in pyt
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,76 +17,13 @@ from typing import TypeVar
 
 import grpc
 
+from chaos.ports import free_port
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
 
 REPO = Path(__file__).resolve().parent.parent
 ETCD = shutil.which("etcd")
 ETCDCTL = shutil.which("etcdctl")
-
-
-def _port_range() -> range:
-    """Ports below the kernel's ephemeral range: never picked by bind(0) or as a connection's source port."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    return range(max(1024, low - 12_000), low)
-
-
-_PORTS = _port_range()
-_BLOCK = 500  # ports per test process
-_block: range | None = None
-_block_lock = -1  # fd of the block's lock file, held until this process exits
-_next = 0
-
-
-def _reserve_block() -> range:
-    """Locks one block of _PORTS for this process (one lock file per block, which other test
-    processes respect): two pytest runs on one machine never hand out the same port."""
-    global _block, _block_lock
-    if _block is None:
-        locks = Path(tempfile.gettempdir()) / "raftkv-test-ports"
-        locks.mkdir(exist_ok=True)
-        starts = list(range(_PORTS.start, _PORTS.stop - _BLOCK + 1, _BLOCK))
-        first = os.getpid() % len(starts)
-        for start in starts[first:] + starts[:first]:
-            fd = os.open(locks / f"{start}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                continue
-            _block, _block_lock = range(start, start + _BLOCK), fd
-            break
-        else:
-            raise RuntimeError(f"every block of test ports in {_PORTS} is taken by another test process")
-    return _block
-
-
-def free_port() -> int:
-    """A port for a test server that nothing else will be given meanwhile.
-
-    bind(("127.0.0.1", 0)) returns a port from the ephemeral range, which the kernel also hands out as
-    the source port of outgoing connections (and to other processes' bind(0)): between the test
-    picking a port and the server binding it, a connection on a busy machine can take it, and the
-    member dies with "address already in use". So ports come from below that range, from a block
-    reserved for this process; they are handed out in turn (a port comes round again only after
-    the 500 others, long after the test that had it), and only if nothing is bound to them or
-    lingering on them on any address at the time.
-    """
-    global _next
-    block = _reserve_block()
-    for _ in range(len(block)):
-        port = block[_next % len(block)]
-        _next += 1
-        try:
-            with socket.socket() as s:
-                s.bind(("0.0.0.0", port))  # in use on any address (or in TIME_WAIT) means taken
-        except OSError:
-            continue
-        return port
-    raise RuntimeError(f"no free port in {block}")
 
 
 T = TypeVar("T")
