@@ -1,8 +1,12 @@
-"""The etcd Cluster service: membership as this member knows it (MemberList; changes are not served yet)."""
+"""The etcd Cluster service: membership as this member knows it (MemberList; changes are not served yet).
+
+With auth enabled, membership changes are for admins only (etcd's checkMembershipOperationPermission):
+``require_admin`` is called first by each of them."""
 
 from __future__ import annotations
 
 from frontend.grpc import ServerCall
+from kvstore.server.credentials import needs_auth
 from kvstore.server.member import Member
 from kvstore.server.rpc import unimplemented
 from proto.etcdserverpb import rpc_pb2 as pb
@@ -29,7 +33,28 @@ class ClusterService:
         member.fill_header(resp.header, revision=False)
         return resp
 
-    MemberAdd = unimplemented("Cluster", "MemberAdd")
-    MemberRemove = unimplemented("Cluster", "MemberRemove")
-    MemberUpdate = unimplemented("Cluster", "MemberUpdate")
-    MemberPromote = unimplemented("Cluster", "MemberPromote")
+    async def require_admin(self, call: ServerCall) -> None:
+        member = self.member
+        if needs_auth(member, call):
+            member.auth.check_admin(await member.credentials.resolve(call))
+
+    _member_add = unimplemented("Cluster", "MemberAdd")
+    _member_remove = unimplemented("Cluster", "MemberRemove")
+    _member_update = unimplemented("Cluster", "MemberUpdate")
+    _member_promote = unimplemented("Cluster", "MemberPromote")
+
+    async def MemberAdd(self, request: pb.MemberAddRequest, call: ServerCall) -> pb.MemberAddResponse:
+        await self.require_admin(call)
+        return self._member_add(request, call)
+
+    async def MemberRemove(self, request: pb.MemberRemoveRequest, call: ServerCall) -> pb.MemberRemoveResponse:
+        await self.require_admin(call)
+        return self._member_remove(request, call)
+
+    async def MemberUpdate(self, request: pb.MemberUpdateRequest, call: ServerCall) -> pb.MemberUpdateResponse:
+        await self.require_admin(call)
+        return self._member_update(request, call)
+
+    async def MemberPromote(self, request: pb.MemberPromoteRequest, call: ServerCall) -> pb.MemberPromoteResponse:
+        await self.require_admin(call)
+        return self._member_promote(request, call)

@@ -1,5 +1,8 @@
 """The etcd Maintenance service: Status and alarm queries (what etcdctl endpoint status/health use),
-Snapshot, Hash and HashKV (thin wrappers of ``kvstore.snapshot.maintenance``)."""
+Snapshot, Hash and HashKV (thin wrappers of ``kvstore.snapshot.maintenance``).
+
+With auth enabled, Snapshot, Hash, HashKV and Defragment are for admins (the root role) only, as
+in etcd; Status and MoveLeader need no credentials, and Alarm refuses an invalid token."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import logging
 import os
 
 from frontend.grpc import GrpcError, ServerCall, StatusCode
+from kvstore.server.credentials import needs_auth
 from kvstore.server.member import VERSION, Member
 from kvstore.server.rpc import unimplemented
 from kvstore.snapshot.maintenance import hash_backend, hash_kv, make_snapshot, snapshot_chunks
@@ -39,14 +43,26 @@ class MaintenanceService:
         member.fill_header(resp.header)
         return resp
 
-    def Alarm(self, request: pb.AlarmRequest, call: ServerCall) -> pb.AlarmResponse:
+    async def _admin(self, call: ServerCall) -> None:
+        member = self.member
+        if needs_auth(member, call):
+            member.auth.check_admin(await member.credentials.resolve(call))
+
+    async def Alarm(self, request: pb.AlarmRequest, call: ServerCall) -> pb.AlarmResponse:
+        if needs_auth(self.member, call):
+            await self.member.credentials.resolve(call)
         if request.action != pb.AlarmRequest.GET:
             raise GrpcError(StatusCode.UNIMPLEMENTED, "raftkv: raising or clearing alarms is not implemented")
         return pb.AlarmResponse()  # no alarm is ever raised yet; etcd's answer to GET has no header
 
-    Defragment = unimplemented("Maintenance", "Defragment")
+    _defragment = unimplemented("Maintenance", "Defragment")
+
+    async def Defragment(self, request: pb.DefragmentRequest, call: ServerCall) -> pb.DefragmentResponse:
+        await self._admin(call)
+        return self._defragment(request, call)
 
     async def Hash(self, request: pb.HashRequest, call: ServerCall) -> pb.HashResponse:
+        await self._admin(call)
         h, revision = await hash_backend(self.member, VERSION)
         resp = pb.HashResponse(hash=h)
         resp.header.revision = revision
@@ -54,6 +70,7 @@ class MaintenanceService:
         return resp
 
     async def HashKV(self, request: pb.HashKVRequest, call: ServerCall) -> pb.HashKVResponse:
+        await self._admin(call)
         h, current_rev, compact_rev = await hash_kv(self.member, request.revision)
         resp = pb.HashKVResponse(hash=h, compact_revision=compact_rev)
         resp.header.revision = current_rev
@@ -73,6 +90,7 @@ class MaintenanceService:
     Downgrade = unimplemented("Maintenance", "Downgrade")
 
     async def Snapshot(self, request: pb.SnapshotRequest, call: ServerCall) -> None:
+        await self._admin(call)
         member = self.member
         folder = member.snapshot_dir() / f"outgoing-etcd-{os.getpid()}-{next(_snapshot_seq)}"
         path = folder / "db"
