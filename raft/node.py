@@ -62,7 +62,7 @@ from raft.core import (
     StateRole,
 )
 from raft.snapshot import SnapshotDir, remove_outgoing
-from raft.transport import Transport
+from raft.transport import PeerSecurity, Transport
 from raft.wal import WAL
 
 log = logging.getLogger("raftkv.raft")
@@ -70,6 +70,9 @@ log = logging.getLogger("raftkv.raft")
 CATCH_UP_ENTRIES = 5000  # entries kept after a compaction for slow followers (etcd's default)
 READ_ROUND_TIMEOUT = 1.0  # a ReadIndex round not answered by then is asked again
 MAX_UNCOMMITTED_BYTES = 256 << 20  # a leader that cannot commit refuses proposals past this
+# a peer's term this far above ours is not an election it won but a forgery or a bug: ignored
+# (with PreVote a member's term rises only by elections that could win; 2^32 of them never happen)
+MAX_TERM_AHEAD = 1 << 32
 
 
 def _entry(term: int, index: int, etype: int, data: bytes) -> Entry:
@@ -100,8 +103,10 @@ class RaftNode:
         election_ms: int = 1000,
         snapshot_count: int = 100_000,
         request_timeout: float = 7.0,
+        peer_security: PeerSecurity | None = None,
     ) -> None:
         self.member_id = member_id
+        self.peer_security = peer_security
         self.cluster_id = cluster_id
         self.wal_dir = wal_dir
         self.snapshots = SnapshotDir(snap_dir)
@@ -225,6 +230,7 @@ class RaftNode:
             snapshot_source=self._snapshot_source,
             snapshot_dir=self.snapshots,
             deliver_snapshot=self._deliver_snapshot,
+            security=self.peer_security,
         )
         self.snapshots.prepare()
         await transport.start(self.peer_listen)
@@ -274,6 +280,12 @@ class RaftNode:
 
     def _deliver(self, msg: Message) -> None:
         if self._stopped:
+            return
+        if msg.term > self.rn.term + MAX_TERM_AHEAD:
+            log.warning(
+                "ignoring a peer message whose term is absurdly far ahead",
+                extra={"raft_peer": f"{msg.frm:x}", "term": msg.term, "our_term": self.rn.term, "type": msg.type.name},
+            )
             return
         self.rn.step(msg)
         self._wake.set()

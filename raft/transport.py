@@ -11,19 +11,35 @@ Wire format. Every frame is ``u32 length (big-endian) | msgpack payload`` where 
 ====  ==========  ==========================================================================
 kind  name        body
 ====  ==========  ==========================================================================
-1     HELLO       protocol version (int); always the first frame of a connection
+1     HELLO       ``[protocol version, nonce]`` (16 random bytes); the first frame of a connection
 2     MSG         list of ``Message.to_wire()``: everything queued for the peer at once
 3     SNAP_BEGIN  ``[Message.to_wire() of the MsgSnap, file size]``
 4     SNAP_CHUNK  bytes (about 1 MiB) of the snapshot file, in order
 5     SNAP_END    CRC-32 of the whole file
 6     SNAP_ACK    the snapshot index; receiver -> sender once the file is durable
+7     VERIFY      a nonce: "did you open a connection to me with this HELLO?" (the first frame)
+8     VERIFIED    true or false, the answer to VERIFY
 ====  ==========  ==========================================================================
 
-A connection carries one direction: the dialer writes, the listener reads (the only frame
-that ever travels back is SNAP_ACK on a snapshot connection). A frame that is too big
-(HELLO_MAX_FRAME before HELLO, MAX_FRAME after), undecodable, from another cluster, not
-addressed to us, from an unknown peer or out of protocol gets the connection closed and a
-rate-limited warning; nothing in it is delivered.
+A connection carries one direction: the dialer writes, the listener reads (the only frames that
+ever travel back are SNAP_ACK on a snapshot connection and VERIFIED). A frame that is too big
+(HELLO_MAX_FRAME before the peer is verified, MAX_FRAME after), undecodable, from another
+cluster, not addressed to us, from an unknown peer or out of protocol gets the connection closed
+and a rate-limited warning; nothing in it is delivered.
+
+Who is on the other end. The cluster id and the member ids are no secret (``etcdctl member list``
+hands them out), so a HELLO proves nothing by itself. Before reading anything past it, the
+listener asks the member the HELLO claims to come from, by dialling that member's own peer
+address, whether it opened a connection with that nonce (VERIFY / VERIFIED): a stranger who can
+reach the peer port but not read the traffic sent to the member's address cannot pass, whatever
+ids it names, so it cannot inject heartbeats, appends or votes. Peer TLS (``PeerSecurity``) with
+client certificates is the stronger answer against an attacker on the path; the check runs with
+it as well and binds the certificate's connection to one member id. A connection that sends no
+complete first frame within FIRST_FRAME_TIMEOUT is closed; at most MAX_PENDING connections wait to
+be verified and MAX_CONNECTIONS_PER_PEER are served per member, so a flood of connections, or of
+huge declared frames, costs a bounded amount of memory (an unverified connection can make us
+buffer at most HELLO_MAX_FRAME). Every message is decoded strictly (``raft.peer_messages``) and
+must come from the member that connected.
 
 Loss policy (Raft tolerates loss, never blocking): a peer's queue holds `max_queue` messages
 and drops the OLDEST on overflow (the newest heartbeats and appends are the useful ones),
@@ -43,13 +59,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import socket
+import ssl
 import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -57,11 +76,13 @@ import msgpack
 
 from raft import snapshot as snapfiles
 from raft.core.types import Message, MessageType
+from raft.peer_messages import message_from_peer
 from raft.snapshot import SnapshotDir
 
 log = logging.getLogger("raftkv.transport")
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+NONCE_BYTES = 16
 
 HELLO = 1
 MSG = 2
@@ -69,6 +90,8 @@ SNAP_BEGIN = 3
 SNAP_CHUNK = 4
 SNAP_END = 5
 SNAP_ACK = 6
+VERIFY = 7
+VERIFIED = 8
 
 MAX_FRAME = 64 << 20
 """Largest frame accepted (and produced) once a connection said HELLO."""
@@ -84,6 +107,28 @@ SNAP_IO_TIMEOUT = 30.0
 """No progress on a snapshot stream for this long (a chunk, or fsync before the ACK) fails it."""
 LOG_INTERVAL = 5.0
 """At most one warning per kind of problem (and peer) per this many seconds."""
+FIRST_FRAME_TIMEOUT = 5.0
+"""A connection (TLS handshake included) must deliver its first frame within this."""
+VERIFY_TIMEOUT = 3.0
+"""Asking a peer whether a connection is really its own must be answered within this."""
+MAX_PENDING = 32
+"""Connections at most between accept and verification; more are closed at once."""
+MAX_CONNECTIONS_PER_PEER = 4
+"""Verified incoming connections at most per member (messages, snapshots, and a reconnect's overlap)."""
+
+
+@dataclass(frozen=True)
+class PeerSecurity:
+    """Peer TLS and identity checks. server_ssl/client_ssl: the listener's and the dialer's contexts
+    (None: plaintext); allow_certificate: a check of the verified client certificate's fields
+    (``--peer-cert-allowed-cn`` / ``-hostname``); verify_identity: the VERIFY dial-back (tests of the
+    frame checks alone turn it off)."""
+
+    server_ssl: ssl.SSLContext | None = None
+    client_ssl: ssl.SSLContext | None = None
+    allow_certificate: Callable[[dict[str, Any] | None], bool] | None = None
+    verify_identity: bool = True
+
 
 _READ_LIMIT = 1 << 20  # StreamReader buffer size before it pauses the socket
 _LEN = struct.Struct(">I")
@@ -191,6 +236,7 @@ class Transport:
         snapshot_dir: SnapshotDir,
         deliver_snapshot: Callable[[Message, Path], None],
         max_queue: int = 4096,
+        security: PeerSecurity | None = None,
     ) -> None:
         self.member_id = member_id
         self.cluster_id = cluster_id
@@ -213,6 +259,9 @@ class Transport:
         self._started = False
         self._stopping = False
         self._local_addr: tuple[str, int] | None = None
+        self.security = security or PeerSecurity()
+        self._nonces: dict[bytes, int] = {}  # HELLO nonce of each open outgoing connection -> its peer
+        self._pending = 0  # incoming connections not verified yet
 
     # ---- lifecycle ----
 
@@ -227,7 +276,13 @@ class Transport:
         try:
             for host, port in addrs:
                 server = await asyncio.start_server(
-                    self._on_connection, host, port, limit=_READ_LIMIT, reuse_address=True
+                    self._on_connection,
+                    host,
+                    port,
+                    limit=_READ_LIMIT,
+                    reuse_address=True,
+                    ssl=self.security.server_ssl,
+                    ssl_handshake_timeout=FIRST_FRAME_TIMEOUT if self.security.server_ssl else None,
                 )
                 self._servers.append(server)
                 self.bound_ports.append(server.sockets[0].getsockname()[1])
@@ -372,6 +427,24 @@ class Transport:
         half = len(batch) // 2
         return self._encode_batch(to, batch[:half]) + self._encode_batch(to, batch[half:])
 
+    async def _dial(self, addr: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host, port = addr
+        client_ssl = self.security.client_ssl
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            return await asyncio.open_connection(
+                host,
+                port,
+                limit=_READ_LIMIT,
+                local_addr=self._local_addr,
+                ssl=client_ssl,
+                server_hostname=host if client_ssl is not None else None,
+            )
+
+    def _new_nonce(self, peer: int) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        self._nonces[nonce] = peer
+        return nonce
+
     def _frame(self, to: int, kind: int, body: Any) -> bytes:
         payload = self._packer.pack([self.cluster_id, self.member_id, to, kind, body])
         return _LEN.pack(len(payload)) + payload
@@ -399,11 +472,8 @@ class Transport:
         while True:
             host, port = p.addr
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT):
-                    reader, writer = await asyncio.open_connection(
-                        host, port, limit=_READ_LIMIT, local_addr=self._local_addr
-                    )
-            except (OSError, TimeoutError) as exc:
+                reader, writer = await self._dial(p.addr)
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
                 self._peer_failed(p, "unreachable", exc)
             else:
                 connected_at = loop.time()
@@ -412,7 +482,7 @@ class Transport:
                     log.info("peer reachable", extra={"raft_peer": f"{p.id:x}", "address": f"{host}:{port}"})
                 try:
                     await self._pump(p, reader, writer)
-                except (OSError, TimeoutError) as exc:
+                except (OSError, TimeoutError, ssl.SSLError) as exc:
                     self._peer_failed(p, "connection lost", exc)
                 except Exception as exc:  # a bug (e.g. an unencodable message): log it, keep the peer alive
                     log.exception("peer writer failed", extra={"raft_peer": f"{p.id:x}"})
@@ -428,8 +498,9 @@ class Transport:
         _set_nodelay(writer)
         q, wake, transport = p.queue, p.wake, writer.transport
         watcher = asyncio.get_running_loop().create_task(_drain_input(reader, wake))
+        nonce = self._new_nonce(p.id)
         try:
-            writer.write(self._frame(p.id, HELLO, PROTOCOL_VERSION))
+            writer.write(self._frame(p.id, HELLO, [PROTOCOL_VERSION, nonce]))
             while True:
                 while not q:
                     if watcher.done():
@@ -448,6 +519,7 @@ class Transport:
                     async with asyncio.timeout(WRITE_STALL_TIMEOUT):
                         await writer.drain()
         finally:
+            self._nonces.pop(nonce, None)
             watcher.cancel()
             await _close(writer, abort=True)
             with contextlib.suppress(asyncio.CancelledError):
@@ -482,18 +554,16 @@ class Transport:
         ok = False
         f: BinaryIO | None = None
         writer: asyncio.StreamWriter | None = None
+        nonce: bytes | None = None
         started = time.monotonic()
         try:
             path = await self._snapshot_source(m)
             f, size = snapfiles.open_read(path)  # opening is quick; reads go to the I/O thread
-            host, port = p.addr
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                reader, writer = await asyncio.open_connection(
-                    host, port, limit=_READ_LIMIT, local_addr=self._local_addr
-                )
+            reader, writer = await self._dial(p.addr)
             _set_nodelay(writer)
+            nonce = self._new_nonce(p.id)
             writer.write(
-                self._frame(p.id, HELLO, PROTOCOL_VERSION) + self._frame(p.id, SNAP_BEGIN, [m.to_wire(), size])
+                self._frame(p.id, HELLO, [PROTOCOL_VERSION, nonce]) + self._frame(p.id, SNAP_BEGIN, [m.to_wire(), size])
             )
             crc, sent = 0, 0
             while True:
@@ -532,6 +602,8 @@ class Transport:
                 error=repr(exc),
             )
         finally:
+            if nonce is not None:
+                self._nonces.pop(nonce, None)
             if p.snap_task is asyncio.current_task():
                 p.snap_task = None
             if writer is not None:
@@ -567,17 +639,42 @@ class Transport:
         self._tasks.add(task)
         peer: int | None = None
         abort = True
+        pending = False
         try:
             if self._stopping:
                 return
+            if self._pending >= MAX_PENDING:
+                raise _Rejected("too_many_pending_connections", max_pending=MAX_PENDING)
+            self._pending += 1
+            pending = True
             _set_nodelay(writer)
-            frm, kind, body = await self._read_frame(reader, HELLO_MAX_FRAME)
+            allow = self.security.allow_certificate
+            if allow is not None and not allow(writer.get_extra_info("peercert")):
+                raise _Rejected("certificate_not_allowed")
+            async with asyncio.timeout(FIRST_FRAME_TIMEOUT):
+                frm, kind, body = await self._read_frame(reader, HELLO_MAX_FRAME)
+            if kind == VERIFY:
+                await self._answer_verify(frm, body, writer)
+                abort = False
+                return
             if kind != HELLO:
                 raise _Rejected("expected_hello", kind=repr(kind)[:40])
-            if body != PROTOCOL_VERSION:
+            if (
+                type(body) is not list
+                or len(body) != 2
+                or body[0] != PROTOCOL_VERSION
+                or type(body[1]) is not bytes
+                or len(body[1]) != NONCE_BYTES
+            ):
                 raise _Rejected("protocol_version", version=repr(body)[:40])
             if type(frm) is not int or frm not in self._peers:
                 raise _Rejected("unknown_peer", from_id=repr(frm)[:40])
+            if self.security.verify_identity and not await self._verify(frm, body[1]):
+                raise _Rejected("identity_not_verified", claimed_id=f"{frm:x}")
+            if len(self._incoming.get(frm, ())) >= MAX_CONNECTIONS_PER_PEER:
+                raise _Rejected("too_many_connections", raft_peer=f"{frm:x}")
+            self._pending -= 1
+            pending = False
             peer = frm
             self._incoming.setdefault(peer, set()).add(task)
             abort = not await self._serve(peer, reader, writer)
@@ -592,8 +689,17 @@ class Transport:
                 member_id=f"{self.member_id:x}",
                 **r.fields,
             )
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the peer went away; it will redial
+        except TimeoutError:
+            self._limiter.log(
+                logging.WARNING,
+                ("reject", "slow_first_frame"),
+                "rejected peer connection: slow_first_frame",
+                reason="slow_first_frame",
+                remote_addr=str(writer.get_extra_info("peername")),
+                timeout=FIRST_FRAME_TIMEOUT,
+            )
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass  # the peer went away (or failed its handshake); it will redial
         except asyncio.CancelledError:
             pass  # stop() or the peer was removed; asyncio's streams would log a cancelled callback task
         except OSError as exc:  # a timeout, or the snapshot directory
@@ -607,16 +713,43 @@ class Transport:
         except Exception:
             log.exception("peer connection failed", extra={"raft_peer": peer})
         finally:
+            if pending:
+                self._pending -= 1
             self._tasks.discard(task)
             if peer is not None:
                 self._incoming.get(peer, set()).discard(task)
             await _close(writer, abort=abort)
 
+    async def _verify(self, peer: int, nonce: bytes) -> bool:
+        """Asks peer, at its own address, whether it sent a HELLO with nonce (see the module docstring)."""
+        p = self._peers.get(peer)
+        if p is None:
+            return False
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(VERIFY_TIMEOUT):
+                reader, writer = await self._dial(p.addr)
+                writer.write(self._frame(peer, VERIFY, nonce))
+                frm, kind, body = await self._read_frame(reader, HELLO_MAX_FRAME)
+            return frm == peer and kind == VERIFIED and body is True
+        except (OSError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError, _Rejected):
+            return False
+        finally:
+            if writer is not None:
+                await _close(writer, abort=True)
+
+    async def _answer_verify(self, frm: Any, nonce: Any, writer: asyncio.StreamWriter) -> None:
+        if type(frm) is not int or frm not in self._peers:
+            raise _Rejected("unknown_peer", from_id=repr(frm)[:40])
+        mine = type(nonce) is bytes and self._nonces.get(nonce) == frm
+        writer.write(self._frame(frm, VERIFIED, mine))
+        async with asyncio.timeout(VERIFY_TIMEOUT):
+            await writer.drain()
+
     async def _serve(self, peer: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Reads frames from a peer after its HELLO; returns True when it ended cleanly (a snapshot was acked)."""
         me = self.member_id
         deliver = self._deliver
-        from_wire = Message.from_wire
         read_frame = self._read_frame
         while True:
             try:
@@ -631,12 +764,14 @@ class Transport:
                 if type(body) is not list:
                     raise _Rejected("malformed_frame")
                 try:
-                    msgs = [from_wire(w) for w in body]
-                except Exception:
-                    raise _Rejected("undecodable_message") from None
+                    msgs = [message_from_peer(w) for w in body]
+                except ValueError as exc:
+                    raise _Rejected("undecodable_message", error=str(exc)[:200]) from None
                 for m in msgs:
-                    if m.to != me or m.type == _SNAP:
-                        raise _Rejected("bad_message", type=int(m.type), to_id=repr(m.to)[:40])
+                    if m.to != me or m.frm != peer:
+                        raise _Rejected(
+                            "bad_message", type=int(m.type), to_id=repr(m.to)[:40], from_id=repr(m.frm)[:40]
+                        )
                 for m in msgs:
                     try:
                         deliver(m)
@@ -661,10 +796,10 @@ class Transport:
     ) -> None:
         try:
             wire, total = body
-            msg = Message.from_wire(wire)
-        except Exception:
+            msg = message_from_peer(wire, allow_snapshot=True)
+        except (ValueError, TypeError):
             raise _Rejected("malformed_snapshot") from None
-        if type(total) is not int or total < 0 or msg.type is not _SNAP or msg.to != self.member_id:
+        if type(total) is not int or total < 0 or msg.type is not _SNAP or msg.to != self.member_id or msg.frm != peer:
             raise _Rejected("malformed_snapshot")
         if msg.snapshot is None:
             raise _Rejected("malformed_snapshot")

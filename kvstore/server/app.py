@@ -24,6 +24,7 @@ from kvstore.server.lease_service import LeaseService
 from kvstore.server.member import Member
 from kvstore.server.routes import member_services, methods
 from kvstore.server.rpc import error_status
+from kvstore.server.security import ClientDialer, client_server_tls, peer_security
 from raft.node import RaftNode
 
 log = logging.getLogger("raftkv.server")
@@ -52,6 +53,8 @@ class MemberServer:
     async def start(self) -> None:
         cfg = self.cfg
         member_dir = cfg.data_dir / "member"
+        client_tls = client_server_tls(cfg)  # certificates load (or are made) before anything opens
+        security = peer_security(cfg)
         backend = Backend(member_dir / "db")
         node = RaftNode(
             member_id=cfg.member_id,
@@ -65,8 +68,10 @@ class MemberServer:
             election_ms=cfg.election_timeout_ms,
             snapshot_count=cfg.snapshot_count,
             request_timeout=cfg.request_timeout_s,
+            peer_security=security,
         )
         member = Member(cfg, node, backend)
+        member.client_dialer = ClientDialer(cfg)  # type: ignore[attr-defined]
         self.member = member
         await member.start()
         # like etcd, serve clients once this member's name and client URLs are in the log (what
@@ -77,7 +82,9 @@ class MemberServer:
         self.frontend = server
         for address in cfg.client_bind_addresses():
             try:
-                port = await server.listen(*split_host_port(address))
+                port = await server.listen(
+                    *split_host_port(address), ssl=client_tls.context if client_tls is not None else None
+                )
             except OSError as exc:
                 raise StartupError(f"cannot listen for clients on {address}: {exc}") from exc
             self.ports.append(port)

@@ -132,7 +132,8 @@ class LeaderLink:
             if self._channel is not None:
                 channel = self._channel
                 asyncio.get_running_loop().create_task(channel.close())
-            self._channel = grpc.aio.insecure_channel(target)
+            dialer = getattr(self.member, "client_dialer", None)
+            self._channel = dialer.channel(target) if dialer is not None else grpc.aio.insecure_channel(target)
             self._target = target
         assert self._channel is not None
         return self._channel
