@@ -3,11 +3,11 @@
 ``Message.from_wire`` trusts its input; the transport decodes what arrives from the network with
 ``message_from_peer`` instead, which refuses (``ValueError``) anything a correct member never
 sends: a message type that only the node itself makes (ticks, unreachable and snapshot reports),
-a MsgSnap outside a snapshot stream, a field of the wrong type, a term, index or id outside
+a MsgSnap outside a snapshot stream, a field of the wrong type, a term or index outside
 ``[0, MAX_WIRE_INT]`` (2^62: far beyond any real cluster, and far enough below the wire format's
-2^64 that ``term + 1`` can never overflow anywhere), entries of an append that do not follow the
-message's index one by one or whose terms decrease or pass the message's term, an entry type
-that does not exist, a context of more than ``MAX_CONTEXT`` bytes. Bytes must be bytes and
+2^64 that ``term + 1`` can never overflow anywhere), a member id that is not a u64, entries of an
+append that do not follow the message's index one by one or whose terms decrease or pass the
+message's term, an entry type that does not exist, a context of more than ``MAX_CONTEXT`` bytes. Bytes must be bytes and
 booleans booleans: nothing reaches the core that it would have to second-guess.
 """
 
@@ -26,6 +26,7 @@ from raft.core.types import (
 )
 
 MAX_WIRE_INT = 1 << 62
+MAX_ID = (1 << 64) - 1
 MAX_CONTEXT = 4096
 MAX_SNAPSHOT_DATA = 4096  # a MsgSnap's data names a file; the file itself streams separately
 MAX_MEMBERS = 1024
@@ -50,10 +51,14 @@ REMOTE_TYPES = frozenset(
 _ENTRY_TYPES = {int(t) for t in EntryType}
 
 
-def _int(value: Any, what: str) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_WIRE_INT:
-        raise ValueError(f"{what} is not an integer in [0, 2^62]: {repr(value)[:40]}")
+def _int(value: Any, what: str, limit: int = MAX_WIRE_INT) -> int:
+    if type(value) is not int or not 0 <= value <= limit:
+        raise ValueError(f"{what} is not an integer in [0, {limit}]: {repr(value)[:40]}")
     return value
+
+
+def _id(value: Any, what: str) -> int:
+    return _int(value, what, MAX_ID)
 
 
 def _bytes(value: Any, what: str, limit: int | None = None) -> bytes:
@@ -74,7 +79,7 @@ def _ids(value: Any, what: str) -> tuple[int, ...]:
     items = _list(value, what)
     if len(items) > MAX_MEMBERS:
         raise ValueError(f"{what} has {len(items)} members")
-    return tuple(_int(i, what) for i in items)
+    return tuple(_id(i, what) for i in items)
 
 
 def snapshot_from_peer(w: Any) -> Snapshot:
@@ -96,9 +101,8 @@ def message_from_peer(w: Any, allow_snapshot: bool = False) -> Message:
         raise ValueError(f"unknown message type {kind}") from None
     if mtype not in REMOTE_TYPES and not (allow_snapshot and mtype is MessageType.SNAP):
         raise ValueError(f"a peer may not send {mtype.name}")
-    to, frm, term, log_term, index = (
-        _int(fields[i], name) for i, name in ((1, "to"), (2, "from"), (3, "term"), (4, "log term"), (5, "index"))
-    )
+    to, frm = _id(fields[1], "to"), _id(fields[2], "from")
+    term, log_term, index = (_int(fields[i], name) for i, name in ((3, "term"), (4, "log term"), (5, "index")))
     commit = _int(fields[7], "commit")
     reject = fields[8]
     if type(reject) is not bool:
