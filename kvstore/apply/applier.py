@@ -15,7 +15,9 @@ index ahead of the backend; it propagates and the member must stop.
 With auth enabled, a client's request is checked here, against the auth state at its place in
 the log and with the identity it carries (``kvstore.apply.codec``), as etcd's auth applier does:
 Put, DeleteRange, Txn (every compare and operation, nested ones included), LeaseRevoke (every
-attached key), and the auth requests themselves (admin only, but Authenticate).
+attached key), and the auth requests themselves (admin only, but Authenticate). Compaction, and
+revoking a lease that holds no key, which etcd lets anyone do, need a user (any): an anonymous
+client can neither discard history nor end other clients' sessions.
 """
 
 from __future__ import annotations
@@ -157,6 +159,11 @@ class Applier:
                 req = pb.CompactionRequest.FromString(body)
             except DecodeError as exc:
                 raise MalformedEntry(f"undecodable compaction: {exc}") from exc
+            if checked:
+                try:
+                    auth.check_user(ai)
+                except EtcdError as exc:
+                    return exc
             try:
                 job = store.compact(txn, req.revision)
             except EtcdError as exc:
@@ -192,7 +199,10 @@ class Applier:
                 result = apply_lease_grant(self._lessor(), w, body)
             elif op == Op.LEASE_REVOKE:
                 if checked:
-                    self._check_lease_keys(ai, pb.LeaseRevokeRequest.FromString(body).ID)
+                    lease_id = pb.LeaseRevokeRequest.FromString(body).ID
+                    if self.leases is not None and self.leases.exists(lease_id):
+                        auth.check_user(ai)  # etcd lets anyone revoke a lease without keys; raftkv asks for a user
+                    self._check_lease_keys(ai, lease_id)
                 result = apply_lease_revoke(self._lessor(), w, body)
             elif op == Op.LEASE_CHECKPOINT:
                 result = apply_lease_checkpoint(self._lessor(), w, body)

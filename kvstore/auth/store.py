@@ -149,6 +149,17 @@ class AuthStore:
             return False
         return True
 
+    def check_user(self, ai: AuthInfo | None) -> None:
+        """Only that the caller is a user, with credentials of the current auth revision."""
+        if not self.enabled:
+            return
+        if ai is None or ai.revision == 0:
+            raise UserEmpty()
+        if ai.revision < self.revision:
+            raise AuthOldRevision()
+        if ai.username not in self.users:
+            raise PermissionDenied()
+
     def _check(self, ai: AuthInfo | None, key: bytes, range_end: bytes, kind: int) -> None:
         if not self.enabled:
             return

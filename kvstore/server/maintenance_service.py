@@ -1,7 +1,7 @@
 """The etcd Maintenance service: Status and alarm queries (what etcdctl endpoint status/health use),
 Snapshot, Hash and HashKV (thin wrappers of ``kvstore.snapshot.maintenance``).
 
-With auth enabled, Snapshot, Hash, HashKV and Defragment are for admins (the root role) only, as
+With auth enabled, Snapshot, Hash, HashKV, Defragment and Downgrade are for admins (the root role) only, as
 in etcd; Status and MoveLeader need no credentials, and Alarm refuses an invalid token."""
 
 from __future__ import annotations
@@ -87,7 +87,11 @@ class MaintenanceService:
         member.fill_header(resp.header)
         return resp
 
-    Downgrade = unimplemented("Maintenance", "Downgrade")
+    _downgrade = unimplemented("Maintenance", "Downgrade")
+
+    async def Downgrade(self, request: pb.DowngradeRequest, call: ServerCall) -> pb.DowngradeResponse:
+        await self._admin(call)
+        return self._downgrade(request, call)
 
     async def Snapshot(self, request: pb.SnapshotRequest, call: ServerCall) -> None:
         await self._admin(call)
