@@ -299,6 +299,7 @@ def _validate_tls(cfg: ServerConfig) -> None:
         ("--listen-peer-urls", cfg.listen_peer_urls, cfg.peer_tls),
     ):
         prefix = "peer-" if tls is cfg.peer_tls else ""
+        tls.check(prefix)
         schemes = {urlsplit(u).scheme for u in urls}
         if "https" in schemes and not tls.enabled:
             raise StartupError(
@@ -310,6 +311,5 @@ def _validate_tls(cfg: ServerConfig) -> None:
                 f"{flag} has an http:// URL while TLS is configured for it (--{prefix}cert-file or "
                 f"--{prefix}auto-tls): use https:// URLs, plaintext beside TLS is not served"
             )
-        tls.check(prefix)
     if cfg.client_tls.allowed_cn or cfg.client_tls.allowed_hostname:
         raise StartupError("allowed CN and hostname apply to peers only")
