@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 
+from chaos import security
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
 
@@ -39,6 +40,7 @@ class MemberProcess:
     log_path: Path
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    scheme: str = "http"  # https for a member with TLS (chaos.security)
     proc: subprocess.Popen | None = None
     _pump: threading.Thread | None = None
 
@@ -48,11 +50,11 @@ class MemberProcess:
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        return f"{self.scheme}://{self.host}:{self.peer_port}"
 
     @property
     def pid(self) -> int | None:
@@ -172,7 +174,7 @@ class LocalCluster:
             if not m.running():
                 raise RuntimeError(f"{m.name} exited with {m.proc.returncode if m.proc else '?'}; see {m.log_path}")
             try:
-                with grpc.insecure_channel(m.endpoint) as ch:
+                with security.channel(m.endpoint) as ch:
                     rpc_pb2_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=1, wait_for_ready=True)
                 return
             except grpc.RpcError:
@@ -192,7 +194,7 @@ class LocalCluster:
                 if not m.running():
                     continue
                 try:
-                    with grpc.insecure_channel(m.endpoint) as ch:
+                    with security.channel(m.endpoint) as ch:
                         st = rpc_pb2_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=1)
                     leaders.add(st.leader)
                 except grpc.RpcError:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import grpc
 
+from chaos import security
 from chaos.cluster import LocalCluster
 from chaos.netfault import Partitioner
 from chaos.netns import NetnsCluster, PrivateNetwork
@@ -47,7 +48,7 @@ def free_port() -> int:
 
 def status(endpoint: str, timeout: float = 1.0) -> pb.StatusResponse | None:
     try:
-        with grpc.insecure_channel(endpoint) as ch:
+        with security.channel(endpoint) as ch:
             return rpc_pb2_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=timeout)
     except grpc.RpcError:
         return None
