@@ -89,6 +89,7 @@ class Pki:
         )
         self.ca = directory / "ca.pem"
         self.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        self.ca_key = ca_key  # in memory only: tests issue more certificates with it
 
         def issue(name: str, cn: str, sans: list[str]) -> tuple[Path, Path]:
             key = ec.generate_private_key(ec.SECP256R1())

@@ -11,6 +11,7 @@ stops the member with exit code 1: it must never acknowledge what it did not per
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -126,15 +127,26 @@ async def serve(cfg: ServerConfig) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.ensure_future(server.start())
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        await server.start()
+        # a member that cannot reach a quorum waits in start (to publish itself): SIGTERM still stops it
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            await server.stop()
+            return 0
+        starting.result()
     except BaseException:
+        stopping.cancel()
         await server.stop()
         raise
     assert server.member is not None
     quiet_gc()
     fatal = getattr(server.member.log, "fatal", None)
-    waiters = [asyncio.ensure_future(stop.wait())]
+    waiters = [stopping]
     if fatal is not None:
         waiters.append(fatal)
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
