@@ -17,10 +17,12 @@ leader and retries until the request timeout (then ``etcdserver: no leader`` or
 
 Auth: grants and revokes carry the caller's identity into the log (a revoke needs write permission
 on every key of the lease, checked by the applier); LeaseTimeToLive with auth enabled needs read
-permission on every key of the lease, checked where the lease is (the leader), with the token the
-client gave passed along by a follower that forwards it (a forwarded call is never authenticated
-by the certificate it comes with: that is the forwarding member's). Keep-alives need none, as in
-etcd.
+permission on every key of the lease. The member the client called checks it (every member's
+lessor knows which keys a lease holds); a follower then forwards the call with the client's token.
+The leader checks a forwarded call again with that token, unless it comes over a connection whose
+client certificate is a member's own (with --client-cert-auth: the forwarding member vouches for
+a client it authenticated by certificate); a forwarded call is never authenticated by its
+certificate's name, which is the forwarding member's. Keep-alives need none, as in etcd.
 
 A keep-alive stream answers each request with the header filled before renewing (as etcd, so
 the revision never postdates a revoke the client has not seen) and TTL 0 for a lease that does
@@ -49,6 +51,7 @@ from kvstore.lease.lessor import Lessor, NotPrimary
 from kvstore.lease.runner import LeaseRunner
 from kvstore.server.credentials import NO_USER, needs_auth, token_of
 from kvstore.server.member import Member
+from kvstore.tls import common_name
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
 
@@ -311,11 +314,22 @@ class LeaseService:
         member = self.member
         return await member.credentials.for_log(call) if needs_auth(member, call) else NO_USER
 
+    def _from_a_member(self, call: ServerCall) -> bool:
+        """A call over a connection authenticated by a member's own certificate."""
+        mine = getattr(getattr(self.member, "client_dialer", None), "common_name", None)
+        return (
+            bool(mine)
+            and self.member.cfg.client_tls.client_cert_auth
+            and (common_name(call.peer_certificate()) == mine)
+        )
+
     async def _check_ttl(self, call: ServerCall, keys: Any) -> None:
         """Read permission on every key of the lease (etcd's checkLeaseTimeToLive)."""
         member = self.member
         if not needs_auth(member, call):
             return
+        if _is_forwarded(call) and self._from_a_member(call):
+            return  # the member that forwarded it checked it
         ai = await member.credentials.resolve(call, use_certificate=not _is_forwarded(call))
         if not member.auth.enabled:
             return
@@ -371,6 +385,9 @@ class LeaseService:
                 break
             target = self.link.leader_address()
             if target is not None:
+                local = self.lessor.lookup(request.ID)
+                if local is not None:  # checked here, where the client is known (its certificate, say)
+                    await self._check_ttl(call, sorted(local.keys))
                 try:
                     resp = await self.link.time_to_live(target, request, max(left, 0.001), token_of(call))
                     break

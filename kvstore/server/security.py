@@ -67,6 +67,7 @@ class ClientDialer:
     def __init__(self, cfg: ServerConfig) -> None:
         self.enabled = cfg.client_tls.enabled
         self.tls = client_settings(cfg) if self.enabled else TLSSettings()
+        self.common_name = _file_cert_cn(self.tls.cert_file) if self.tls.cert_file else None
 
     def channel(self, target: str) -> grpc.aio.Channel:
         if not self.enabled:
@@ -98,3 +99,13 @@ def _cert_name(pem: bytes) -> str:
     except x509.ExtensionNotFound:
         pass
     return "localhost"
+
+
+def _file_cert_cn(path: str) -> str | None:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    with open(path, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None

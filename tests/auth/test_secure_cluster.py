@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from chaos import security
@@ -26,8 +27,8 @@ from chaos.cluster import LocalCluster
 from chaos.runner import RunConfig, run
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc as rpc
-from tests.auth import peer_attack as pa
 from tests.auth import certs
+from tests.auth import peer_attack as pa
 from tests.procs import free_port
 
 pytestmark = pytest.mark.integration
@@ -197,3 +198,26 @@ def test_a_member_without_the_peer_certificates_cannot_join(
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_leases_through_a_follower_with_tls_and_certificate_users(secured: tuple[LocalCluster, security.Pki]) -> None:
+    cluster, pki = secured
+    ids = learn(cluster, pki)
+    follower = next(m for m in cluster.members if ids.member_ids[m.name] != ids.leader)
+    nosy_cert, nosy_key = _issue_with(pki, "nosy")
+    nosy = security.ClientCredentials(pki.ca, nosy_cert, nosy_key)
+    with security.channel(follower.endpoint, pki.client) as ch:
+        lease = rpc.LeaseStub(ch)
+        lid = lease.LeaseGrant(pb.LeaseGrantRequest(TTL=30), timeout=10).ID
+        rpc.KVStub(ch).Put(pb.PutRequest(key=b"r/leased", value=b"v", lease=lid), timeout=10)
+        renewed = next(lease.LeaseKeepAlive(iter([pb.LeaseKeepAliveRequest(ID=lid)]), timeout=10))
+        assert lid == renewed.ID and renewed.TTL > 0  # forwarded to the leader over TLS
+        ttl = lease.LeaseTimeToLive(pb.LeaseTimeToLiveRequest(ID=lid, keys=True), timeout=10)
+        assert list(ttl.keys) == [b"r/leased"] and ttl.TTL > 0
+    with security.channel(follower.endpoint, nosy) as ch:  # a certificate user who may not read the key
+        with pytest.raises(grpc.RpcError) as info:
+            rpc.LeaseStub(ch).LeaseTimeToLive(pb.LeaseTimeToLiveRequest(ID=lid, keys=True), timeout=10)
+        assert info.value.details() == "etcdserver: permission denied"
+        with pytest.raises(grpc.RpcError) as info:
+            rpc.LeaseStub(ch).LeaseRevoke(pb.LeaseRevokeRequest(ID=lid), timeout=10)
+        assert info.value.details() == "etcdserver: permission denied"
