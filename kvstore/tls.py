@@ -239,6 +239,26 @@ class ServerTLS:
         sslobj.context = self._current
 
 
+class ClientTLS:
+    """A dialer's context, rebuilt when its certificate, key or CA file changed (called per dial)."""
+
+    def __init__(self, tls: TLSSettings, protocols: Protocols, alpn: tuple[str, ...] = ()) -> None:
+        self.tls, self.protocols, self.alpn = tls, protocols, alpn
+        self._paths = tuple(p for p in (tls.cert_file, tls.key_file, tls.trusted_ca_file) if p)
+        self._stamp = _stamp(self._paths)
+        self._context = client_context(tls, protocols, alpn)
+
+    def __call__(self) -> ssl.SSLContext:
+        stamp = _stamp(self._paths)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._context = client_context(self.tls, self.protocols, self.alpn)
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("changed TLS files do not load; keeping the previous ones", extra={"error": str(exc)})
+        return self._context
+
+
 def client_context(tls: TLSSettings, protocols: Protocols, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
     """A context to dial with: our certificate as the client's, the trusted CA to verify the server
     (no verification with auto TLS: its certificates are self-signed, as etcd does)."""

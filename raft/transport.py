@@ -120,12 +120,13 @@ MAX_CONNECTIONS_PER_PEER = 4
 @dataclass(frozen=True)
 class PeerSecurity:
     """Peer TLS and identity checks. server_ssl/client_ssl: the listener's and the dialer's contexts
-    (None: plaintext); allow_certificate: a check of the verified client certificate's fields
+    (None: plaintext; the dialer's may be a callable returning the context to use for each dial, so
+    rotated certificates are picked up); allow_certificate: a check of the verified client certificate's fields
     (``--peer-cert-allowed-cn`` / ``-hostname``); verify_identity: the VERIFY dial-back (tests of the
     frame checks alone turn it off)."""
 
     server_ssl: ssl.SSLContext | None = None
-    client_ssl: ssl.SSLContext | None = None
+    client_ssl: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None
     allow_certificate: Callable[[dict[str, Any] | None], bool] | None = None
     verify_identity: bool = True
 
@@ -430,6 +431,8 @@ class Transport:
     async def _dial(self, addr: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         host, port = addr
         client_ssl = self.security.client_ssl
+        if callable(client_ssl):
+            client_ssl = client_ssl()
         async with asyncio.timeout(CONNECT_TIMEOUT):
             return await asyncio.open_connection(
                 host,

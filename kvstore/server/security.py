@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import grpc
 
 from kvstore.config import ServerConfig
-from kvstore.tls import Protocols, ServerTLS, TLSSettings, client_context, peer_cert_allowed, resolve_auto
+from kvstore.tls import ClientTLS, Protocols, ServerTLS, TLSSettings, peer_cert_allowed, resolve_auto
 from raft.transport import PeerSecurity
 
 CLIENT_ALPN = ("h2", "http/1.1")
@@ -53,7 +53,7 @@ def peer_security(cfg: ServerConfig) -> PeerSecurity:
     server = ServerTLS(tls, prot, PEER_ALPN)
     return PeerSecurity(
         server_ssl=server.context,
-        client_ssl=client_context(tls, prot, PEER_ALPN),
+        client_ssl=ClientTLS(tls, prot, PEER_ALPN),
         allow_certificate=(lambda cert: peer_cert_allowed(tls, cert)) if tls.verify_clients else None,
     )
 
