@@ -14,6 +14,7 @@ it has.
 from __future__ import annotations
 
 import msgpack
+from google.protobuf.message import Message
 
 from frontend.grpc import ServerCall
 from kvstore.apply import Op
@@ -30,11 +31,10 @@ class AuthService:
     def __init__(self, member: Member) -> None:
         self.member = member
 
-    async def _propose(self, op: Op, request: object, call: ServerCall) -> object:
+    async def _propose(self, op: Op, request: Message, call: ServerCall) -> object:
         member = self.member
         cred = await member.credentials.for_log(call)
-        body = request.SerializeToString() if hasattr(request, "SerializeToString") else request  # type: ignore[union-attr]
-        resp = await member.propose(op, body, cred)  # type: ignore[arg-type]
+        resp = await member.propose(op, request.SerializeToString(), cred)
         member.fill_header(resp.header)  # type: ignore[attr-defined]
         return resp
 
