@@ -41,6 +41,7 @@ class MemberProcess:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     scheme: str = "http"  # https for a member with TLS (chaos.security)
+    peer_scheme: str = ""  # the peer URLs' scheme when it is not the client URLs'
     proc: subprocess.Popen | None = None
     _pump: threading.Thread | None = None
 
@@ -54,7 +55,7 @@ class MemberProcess:
 
     @property
     def peer_url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.peer_port}"
+        return f"{self.peer_scheme or self.scheme}://{self.host}:{self.peer_port}"
 
     @property
     def pid(self) -> int | None:

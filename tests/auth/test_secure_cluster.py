@@ -221,3 +221,21 @@ def test_leases_through_a_follower_with_tls_and_certificate_users(secured: tuple
         with pytest.raises(grpc.RpcError) as info:
             rpc.LeaseStub(ch).LeaseRevoke(pb.LeaseRevokeRequest(ID=lid), timeout=10)
         assert info.value.details() == "etcdserver: permission denied"
+
+
+def test_peer_auto_tls_cluster_replicates(tmp_path: Path) -> None:
+    ports = [(free_port(), free_port()) for _ in range(3)]
+    cluster = LocalCluster(tmp_path / "cluster", size=3, ports=ports, extra_args=["--peer-auto-tls"])
+    for m in cluster.members:
+        m.peer_scheme = "https"
+    try:
+        cluster.start(timeout=60)
+        for i, m in enumerate(cluster.members):
+            with grpc.insecure_channel(m.endpoint) as ch:
+                rpc.KVStub(ch).Put(pb.PutRequest(key=f"k{i}".encode(), value=b"v"), timeout=10)
+        for m in cluster.members:
+            assert (m.data_dir / "fixtures" / "peer" / "cert.pem").exists()
+            with grpc.insecure_channel(m.endpoint) as ch:
+                assert rpc.KVStub(ch).Range(pb.RangeRequest(key=b"k", range_end=b"l"), timeout=10).count == 3
+    finally:
+        cluster.stop()
