@@ -97,6 +97,7 @@ AuthFailed = _error("AuthFailed", _C.INVALID_ARGUMENT, "etcdserver: authenticati
 NoPasswordUser = _error(
     "NoPasswordUser", _C.UNKNOWN, "auth: authentication failed, password was given for no password user"
 )
+VerifyOnly = _error("VerifyOnly", _C.UNKNOWN, "auth: token signing attempted with verify-only key")
 PermissionDenied = _error("PermissionDenied", _C.PERMISSION_DENIED, "etcdserver: permission denied")
 RoleNotGranted = _error("RoleNotGranted", _C.FAILED_PRECONDITION, "etcdserver: role is not granted to the user")
 PermissionNotGranted = _error(

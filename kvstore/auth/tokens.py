@@ -26,7 +26,7 @@ from pathlib import Path
 
 import jwt
 
-from kvstore.errors import StartupError
+from kvstore.errors import StartupError, VerifyOnly
 
 SIMPLE_TOKEN_LENGTH = 16
 _LETTERS = string.ascii_lowercase + string.ascii_uppercase
@@ -180,7 +180,7 @@ class JwtTokens:
 
     def assign(self, username: str, revision: int, index: int, prefix: str) -> str:
         if self._sign_key is None:
-            return ""  # verify-only: the member that issues is another one
+            raise VerifyOnly()  # a verify-only member cannot issue tokens (etcd answers the same)
         claims = {"username": username, "revision": revision, "exp": int(time.time() + self.ttl_s)}
         return jwt.encode(claims, self._sign_key, algorithm=self.alg)  # type: ignore[arg-type]
 

@@ -12,7 +12,7 @@ import pytest
 
 from kvstore.auth.passwords import Passwords
 from kvstore.auth.tokens import AuthInfo, JwtTokens, SimpleTokens, go_duration, token_provider
-from kvstore.errors import StartupError, TooManyRequests
+from kvstore.errors import StartupError, TooManyRequests, VerifyOnly
 from tests.auth.certs import rsa_keys
 
 
@@ -73,6 +73,8 @@ def test_jwt_signed_verified_and_refused(tmp_path: Path) -> None:
     assert tokens.info(jwt.encode(claims, None, algorithm="none"), 12) is None
     verify_only = token_provider(f"jwt,pub-key={pub},sign-method=RS256", 300)
     assert verify_only.info(token, 12) == AuthInfo("u1", 9) and not verify_only.can_sign  # type: ignore[union-attr]
+    with pytest.raises(VerifyOnly):
+        verify_only.assign("u1", 9, 0, "")
 
 
 def _mkdir(p: Path) -> Path:
