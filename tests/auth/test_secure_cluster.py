@@ -72,14 +72,15 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalClu
     for m in cluster.members:
         m.args.extend(pki.member_flags())
         m.scheme = "https"
-    security.use(pki.root)
+    security.use(pki.root)  # what the cluster's own readiness checks dial with, while it starts
     try:
         cluster.start(timeout=60)
         security.enable_auth(cluster.members[0].endpoint, pki)
+        security.use(None)  # the tests name their credentials; others in this module dial plaintext
         yield cluster, pki
     finally:
-        cluster.stop()
         security.use(None)
+        cluster.stop()
 
 
 def learn(cluster: LocalCluster, pki: security.Pki) -> pa.Ids:
