@@ -312,6 +312,7 @@ def run(cfg: RunConfig, stream: TextIO = sys.stdout) -> tuple[int, dict[str, Any
                 nemesis.stop()
                 nemesis.heal_all()
         target.stop()
+        security.use(None)
     events = recorder.events
     end_time = recorder.now()
     write_jsonl(events, cfg.out / "history.jsonl")
