@@ -27,31 +27,32 @@ ever travel back are SNAP_ACK on a snapshot connection and VERIFIED). A frame th
 cluster, not addressed to us, from an unknown peer or out of protocol gets the connection closed
 and a rate-limited warning; nothing in it is delivered.
 
-Who is on the other end. The cluster id and the member ids are no secret (``etcdctl member list``
-hands them out), so a HELLO proves nothing by itself. Before reading anything past it, the
-listener asks the member the HELLO claims to come from, by dialling that member's own peer
+Who is on the other end. The cluster id and the member ids are no secret (``etcdctl member
+list`` hands them out), so a HELLO proves nothing by itself. Before reading anything past it,
+the listener asks the member the HELLO claims to come from, by dialling that member's own peer
 address, whether it opened a connection with that nonce (VERIFY / VERIFIED): a stranger who can
 reach the peer port but not read the traffic sent to the member's address cannot pass, whatever
 ids it names, so it cannot inject heartbeats, appends or votes. Peer TLS (``PeerSecurity``) with
 client certificates is the stronger answer against an attacker on the path; the check runs with
 it as well and binds the certificate's connection to one member id. A connection that sends no
-complete first frame within FIRST_FRAME_TIMEOUT is closed; at most MAX_PENDING connections wait to
-be verified and MAX_CONNECTIONS_PER_PEER are served per member, so a flood of connections, or of
-huge declared frames, costs a bounded amount of memory (an unverified connection can make us
-buffer at most HELLO_MAX_FRAME). Every message is decoded strictly (``raft.peer_messages``) and
-must come from the member that connected.
+complete first frame within FIRST_FRAME_TIMEOUT is closed; at most MAX_PENDING connections wait
+to be verified and MAX_CONNECTIONS_PER_PEER are served per member (a newer one, verified,
+replaces the oldest), so a flood of connections, or of huge declared frames, costs a bounded
+amount of memory (an unverified connection can make us buffer at most HELLO_MAX_FRAME). Every
+message is decoded strictly (``raft.peer_messages``) and must come from the member that
+connected.
 
-Loss policy (Raft tolerates loss, never blocking): a peer's queue holds `max_queue` messages
-and drops the OLDEST on overflow (the newest heartbeats and appends are the useful ones),
-reporting the peer unreachable once per overflow episode. While a peer is in reconnect
-backoff, its queue is cleared and messages for it are dropped; messages sent while a
-connection is being dialled are kept and sent once it is up.
+Loss policy (Raft tolerates loss, never blocking): a peer's queue holds `max_queue` messages and
+drops the OLDEST on overflow (the newest heartbeats and appends are the useful ones), reporting
+the peer unreachable once per overflow episode. While a peer is in reconnect backoff, its queue
+is cleared and messages for it are dropped; messages sent while a connection is being dialled
+are kept and sent once it is up.
 
 Snapshots: every MsgSnap given to `send` gets exactly one `on_snapshot_status` (none after
-`stop()`); a second one for a peer that already has one in flight fails at once. The file
-from `snapshot_source` stays the caller's (never deleted here). The receiver writes it
-into `snapshot_dir` (a ``raft.snapshot.SnapshotDir``, which names the files) and hands the
-complete, fsynced file to `deliver_snapshot`.
+`stop()`); a second one for a peer that already has one in flight fails at once. The file from
+`snapshot_source` stays the caller's (never deleted here). The receiver writes it into
+`snapshot_dir` (a ``raft.snapshot.SnapshotDir``, which names the files) and hands the complete,
+fsynced file to `deliver_snapshot`.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ VERIFY_TIMEOUT = 3.0
 MAX_PENDING = 32
 """Connections at most between accept and verification; more are closed at once."""
 MAX_CONNECTIONS_PER_PEER = 4
-"""Verified incoming connections at most per member (messages, snapshots, and a reconnect's overlap)."""
+"""Verified incoming connections at most per member (messages, snapshots, and a reconnect's overlap);
+a newer verified one replaces the oldest."""
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,7 @@ class Transport:
         self._peers: dict[int, _Peer] = {}
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task] = set()  # everything we started and must await on stop
-        self._incoming: dict[int, set[asyncio.Task]] = {}  # peer -> its reader tasks
+        self._incoming: dict[int, dict[asyncio.Task, None]] = {}  # peer -> its reader tasks, oldest first
         self._packer = msgpack.Packer()
         self._limiter = _LogLimiter(LOG_INTERVAL)
         self._io: ThreadPoolExecutor | None = None  # one thread for snapshot file I/O, made on first use
@@ -674,12 +676,17 @@ class Transport:
                 raise _Rejected("unknown_peer", from_id=repr(frm)[:40])
             if self.security.verify_identity and not await self._verify(frm, body[1]):
                 raise _Rejected("identity_not_verified", claimed_id=f"{frm:x}")
-            if len(self._incoming.get(frm, ())) >= MAX_CONNECTIONS_PER_PEER:
-                raise _Rejected("too_many_connections", raft_peer=f"{frm:x}")
+            served = self._incoming.setdefault(frm, {})
+            while len(served) >= MAX_CONNECTIONS_PER_PEER:
+                # the peer proved this one is its own: the oldest is one it gave up on (a partition
+                # can leave a connection that never sees its close), so it goes
+                oldest = next(iter(served))
+                del served[oldest]
+                oldest.cancel()
             self._pending -= 1
             pending = False
             peer = frm
-            self._incoming.setdefault(peer, set()).add(task)
+            served[task] = None
             abort = not await self._serve(peer, reader, writer)
         except _Rejected as r:
             self._limiter.log(
@@ -720,7 +727,7 @@ class Transport:
                 self._pending -= 1
             self._tasks.discard(task)
             if peer is not None:
-                self._incoming.get(peer, set()).discard(task)
+                self._incoming.get(peer, {}).pop(task, None)
             await _close(writer, abort=abort)
 
     async def _verify(self, peer: int, nonce: bytes) -> bool:

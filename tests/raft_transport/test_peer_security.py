@@ -156,3 +156,23 @@ async def test_peer_tls_refuses_other_cas_and_other_names(tmp_path: Path, caplog
     finally:
         for m in everyone:
             await m.t.stop()
+
+
+async def test_a_newer_connection_of_a_member_replaces_its_oldest(tmp_path: Path) -> None:
+    """A partition can leave a member's old connection open forever on our side: past
+    MAX_CONNECTIONS_PER_PEER the oldest goes, and the member's new connection is served."""
+    async with three(tmp_path, security=UNVERIFIED) as (_, b, _c):
+        conns = []
+        for i in range(tr.MAX_CONNECTIONS_PER_PEER + 1):
+            reader, writer = await raw_connect(b)
+            writer.write(frame(tr.HELLO, HELLO_BODY, frm=3) + frame(tr.MSG, [heartbeat(3, 2, i + 1).to_wire()], frm=3))
+            await writer.drain()
+            await wait_until(lambda i=i: heartbeat(3, 2, i + 1) in b.delivered)
+            conns.append((reader, writer))
+        assert await closed_by_peer(conns[0][0])  # the oldest was let go
+        reader, writer = conns[-1]
+        writer.write(frame(tr.MSG, [heartbeat(3, 2, 99).to_wire()], frm=3))
+        await writer.drain()
+        await wait_until(lambda: heartbeat(3, 2, 99) in b.delivered)
+        for _, w in conns:
+            w.close()
