@@ -16,8 +16,9 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -32,6 +33,7 @@ from tests.auth import peer_attack as pa
 from tests.procs import free_port
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
 
 
 def test_register_workload_under_kills_and_partitions_with_tls_and_auth(tmp_path: Path) -> None:
@@ -222,6 +224,62 @@ def test_leases_through_a_follower_with_tls_and_certificate_users(secured: tuple
         with pytest.raises(grpc.RpcError) as info:
             rpc.LeaseStub(ch).LeaseRevoke(pb.LeaseRevokeRequest(ID=lid), timeout=10)
         assert info.value.details() == "etcdserver: permission denied"
+
+
+def _when_healthy(call: Callable[[], T], timeout: float = 60.0) -> T:
+    """call, asked again while the cluster answers UNAVAILABLE (``unhealthy cluster``, no leader)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
+def test_membership_changes_are_for_admins_and_a_member_joins_over_peer_tls(
+    secured: tuple[LocalCluster, security.Pki],
+) -> None:
+    """MemberAdd needs the root role; the added member, which knows nobody's id yet, asks for the
+    cluster over peer TLS with its certificate (a stranger's one question), joins and catches up;
+    removed again, it stops."""
+    cluster, pki = secured
+    new = cluster.add_process("m4", free_port(), free_port())
+    try:
+        with security.channel(cluster.members[0].endpoint, pki.client) as ch:
+            with pytest.raises(grpc.RpcError) as info:
+                rpc.ClusterStub(ch).MemberAdd(pb.MemberAddRequest(peerURLs=[new.peer_url]), timeout=10)
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            rpc.KVStub(ch).Put(pb.PutRequest(key=b"r/before-m4", value=b"v"), timeout=10)
+        with security.channel(cluster.members[0].endpoint, pki.root) as ch:
+            # asked again while etcd's strict reconfiguration check finds the members connected too briefly
+            added = _when_healthy(
+                lambda: rpc.ClusterStub(ch).MemberAdd(pb.MemberAddRequest(peerURLs=[new.peer_url]), timeout=30)
+            )
+        security.use(pki.root)  # what the readiness check dials with
+        try:
+            cluster.start_member(new.name, timeout=60)
+        finally:
+            security.use(None)
+        assert "joining an existing cluster" in new.log_path.read_text()
+        deadline = time.monotonic() + 60
+        with security.channel(new.endpoint, pki.client) as ch:
+            while True:
+                got = rpc.KVStub(ch).Range(pb.RangeRequest(key=b"r/before-m4", serializable=True), timeout=10)
+                if got.kvs:
+                    break
+                assert time.monotonic() < deadline, "the joined member did not catch up"
+                time.sleep(0.2)
+        with security.channel(cluster.members[0].endpoint, pki.root) as ch:
+            _when_healthy(
+                lambda: rpc.ClusterStub(ch).MemberRemove(pb.MemberRemoveRequest(ID=added.member.ID), timeout=30)
+            )
+        assert new.proc is not None and new.proc.wait(60) == 0  # told it was removed, it stops
+    finally:
+        cluster.stop_member(new.name)
+        cluster.forget(new.name)
+    still_serving(cluster, pki, learn(cluster, pki), "after-m4")
 
 
 def test_peer_auto_tls_cluster_replicates(tmp_path: Path) -> None:
