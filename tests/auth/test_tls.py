@@ -24,7 +24,7 @@ import pytest
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc as rpc
 from tests.auth.certs import Pki
-from tests.procs import ClientTLS, RaftkvMember, etcdctl
+from tests.procs import ClientTLS, RaftkvMember, etcdctl, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +34,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(tmp_path_factory.mktemp("pki"))
 
 
+METRICS_PORT = free_port()  # the module member's https:// --listen-metrics-urls
+
+
 @pytest.fixture(scope="module")
 def member(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RaftkvMember]:
     m = RaftkvMember(
-        "m1", tmp_path_factory.mktemp("tls") / "m1.etcd", extra=pki.server_flags(), tls=pki.client("admin")
+        "m1",
+        tmp_path_factory.mktemp("tls") / "m1.etcd",
+        extra=[*pki.server_flags(), f"--listen-metrics-urls=https://127.0.0.1:{METRICS_PORT}"],
+        tls=pki.client("admin"),
     )
     m.start()
     yield m
@@ -136,6 +142,23 @@ def test_alpn_selects_http2_or_http1_on_the_same_port(member: RaftkvMember, pki:
                 tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
                 head = tls.recv(9)
                 assert head[3] == 0x04  # the member's SETTINGS frame
+
+
+def test_an_https_metrics_url_is_served_with_the_client_certificate(member: RaftkvMember, pki: Pki) -> None:
+    """As etcd: the metrics listener of an https:// URL speaks TLS with the client port's settings."""
+    with tls_socket(METRICS_PORT, client_context(pki, pki.client("alice"), ["http/1.1"])) as tls:
+        tls.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = b""
+        while chunk := tls.recv(65536):
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 200 ") and b"etcd_server_has_leader 1.0" in got
+    with socket.create_connection(("127.0.0.1", METRICS_PORT), timeout=10) as raw:  # no plaintext beside it
+        raw.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        try:
+            answer = raw.recv(65536)
+        except ConnectionResetError:
+            answer = b""
+        assert not answer.startswith(b"HTTP/1.1 200")
 
 
 def server_cn(member: RaftkvMember, pki: Pki) -> str:

@@ -114,3 +114,43 @@ def test_raftkv_serve_says_what_it_refuses(capsys: pytest.CaptureFixture[str], m
     assert (
         "ETCD_CLIENT_CRL_FILE is set, but raftkv does not implement etcd's --client-crl-file" in capsys.readouterr().err
     )
+
+
+def test_the_operations_flags_are_implemented_not_refused() -> None:
+    """Every flag the operations and HTTP work implemented, as flags and as ETCD_* variables."""
+    argv = [
+        "--listen-metrics-urls=http://127.0.0.1:2381",
+        "--enable-grpc-gateway=false",
+        "--strict-reconfig-check=false",
+        "--experimental-corrupt-check-time=1m30s",
+        "--experimental-initial-corrupt-check",
+        "--quota-backend-bytes=1048576",
+        "--auto-compaction-mode=revision",
+        "--auto-compaction-retention=100",
+    ]
+    environ = {
+        "ETCD_LISTEN_METRICS_URLS": "http://127.0.0.1:2381",
+        "ETCD_ENABLE_GRPC_GATEWAY": "false",
+        "ETCD_STRICT_RECONFIG_CHECK": "false",
+        "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME": "1m30s",
+        "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK": "true",
+        "ETCD_QUOTA_BACKEND_BYTES": "1048576",
+        "ETCD_AUTO_COMPACTION_MODE": "revision",
+        "ETCD_AUTO_COMPACTION_RETENTION": "100",
+    }
+    for cfg in (parse(argv), parse([], environ)):
+        assert cfg.listen_metrics_urls == ["http://127.0.0.1:2381"]
+        assert cfg.enable_grpc_gateway is False and cfg.strict_reconfig_check is False
+        assert cfg.corrupt_check_time_s == 90.0 and cfg.initial_corrupt_check is True
+        assert cfg.quota_backend_bytes == 1048576
+        assert (cfg.auto_compaction_mode, cfg.auto_compaction_retention) == ("revision", "100")
+
+
+def test_an_https_metrics_url_needs_the_client_certificate() -> None:
+    """etcd serves https:// metrics URLs with the client port's certificate; without one it is refused."""
+    with pytest.raises(StartupError, match="--listen-metrics-urls has an https:// URL but no client certificate"):
+        parse(["--listen-metrics-urls=https://127.0.0.1:2381"])
+    cfg = parse(
+        ["--listen-metrics-urls=https://127.0.0.1:2381", "--auto-tls", "--listen-client-urls=https://127.0.0.1:2379"]
+    )
+    assert cfg.listen_metrics_urls == ["https://127.0.0.1:2381"]
