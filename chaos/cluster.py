@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from chaos import security
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
 
@@ -42,6 +43,8 @@ class MemberProcess:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     join: bool = False  # a member added at run time: its first start joins (--initial-cluster-state existing)
+    scheme: str = "http"  # https for a member with TLS (chaos.security)
+    peer_scheme: str = ""  # the peer URLs' scheme when it is not the client URLs'
     proc: subprocess.Popen | None = None
     _pump: threading.Thread | None = None
 
@@ -51,11 +54,11 @@ class MemberProcess:
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        return f"{self.peer_scheme or self.scheme}://{self.host}:{self.peer_port}"
 
     @property
     def pid(self) -> int | None:
@@ -134,6 +137,8 @@ class LocalCluster:
             log_path=self.base_dir / f"{name}.log",
             args=list(base.args),
             env=dict(base.env),
+            scheme=base.scheme,
+            peer_scheme=base.peer_scheme,
             join=True,
         )
         self.members.append(m)
@@ -203,7 +208,7 @@ class LocalCluster:
             if not m.running():
                 raise RuntimeError(f"{m.name} exited with {m.proc.returncode if m.proc else '?'}; see {m.log_path}")
             try:
-                with grpc.insecure_channel(m.endpoint) as ch:
+                with security.channel(m.endpoint) as ch:
                     rpc_pb2_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=1, wait_for_ready=True)
                 return
             except grpc.RpcError:
@@ -223,7 +228,7 @@ class LocalCluster:
                 if not m.running():
                     continue
                 try:
-                    with grpc.insecure_channel(m.endpoint) as ch:
+                    with security.channel(m.endpoint) as ch:
                         st = rpc_pb2_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=1)
                     leaders.add(st.leader)
                 except grpc.RpcError:

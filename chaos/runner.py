@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from chaos import report, scenarios
+from chaos import report, scenarios, security
 from chaos.history import INFO, Recorder, nemesis_windows, pair, write_jsonl
 from chaos.nemesis import Nemesis, parse
 from chaos.targets import ExternalTarget, LocalTarget, Target
@@ -71,6 +71,7 @@ class RunConfig:
     progress: bool | None = None  # None: when stdout is a terminal
     workload_options: dict[str, Any] = field(default_factory=dict)
     scenario: str | None = None  # a constructed schedule (chaos.scenarios) instead of workers and a nemesis
+    secure: bool = False  # client and peer TLS with client certificates, and auth on (chaos.security)
     min_ok: int = 0  # the workers go on past time_s until this many operations completed ok ...
     max_time_s: float = 0.0  # ... but for no longer than this in all (0: 4 x time_s)
 
@@ -107,9 +108,22 @@ class Progress:
 
 def make_target(cfg: RunConfig) -> Target:
     if cfg.endpoints:
+        if cfg.secure:
+            raise ValueError("--secure sets up a local cluster's certificates and users; it cannot take --endpoints")
         return ExternalTarget(cfg.endpoints, cfg.pids, log_dir=cfg.out)
     kind = "etcd" if cfg.etcd else "raftkv"
-    return LocalTarget(cfg.out / "cluster", kind=kind, member_args=cfg.member_args, env=cfg.member_env, netns=cfg.netns)
+    target = LocalTarget(
+        cfg.out / "cluster", kind=kind, member_args=cfg.member_args, env=cfg.member_env, netns=cfg.netns
+    )
+    security.use(None)
+    if cfg.secure:
+        pki = security.Pki(cfg.out / "pki", [m.host for m in target.cluster.members])
+        for m in target.cluster.members:
+            m.args.extend(pki.member_flags())
+            m.scheme = "https"
+        security.use(pki.client)
+        target.pki = pki
+    return target
 
 
 async def _workers(
@@ -282,6 +296,9 @@ def run(cfg: RunConfig, stream: TextIO = sys.stdout) -> tuple[int, dict[str, Any
         )
         stream.flush()
         target.start()
+        pki = getattr(target, "pki", None)
+        if pki is not None:
+            verdict["security"] = security.enable_auth(target.endpoints[0], pki)
         nemesis = Nemesis(target, kinds, recorder, seed=seed, interval=cfg.interval, duration=cfg.fault_duration)
         notes = asyncio.run(_run_phases(cfg, target, workload, nemesis, recorder, progress))
     except KeyboardInterrupt:
@@ -295,6 +312,7 @@ def run(cfg: RunConfig, stream: TextIO = sys.stdout) -> tuple[int, dict[str, Any
                 nemesis.stop()
                 nemesis.heal_all()
         target.stop()
+        security.use(None)
     events = recorder.events
     end_time = recorder.now()
     write_jsonl(events, cfg.out / "history.jsonl")

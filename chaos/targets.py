@@ -26,6 +26,7 @@ from pathlib import Path
 
 import grpc
 
+from chaos import security
 from chaos.cluster import LocalCluster, MemberProcess
 from chaos.netfault import Partitioner
 from chaos.netns import NetnsCluster, PrivateNetwork
@@ -42,7 +43,7 @@ class TargetError(RuntimeError):
 
 def status(endpoint: str, timeout: float = 1.0) -> pb.StatusResponse | None:
     try:
-        with grpc.insecure_channel(endpoint) as ch:
+        with security.channel(endpoint) as ch:
             return rpc_pb2_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=timeout)
     except grpc.RpcError:
         return None
@@ -187,6 +188,7 @@ class LocalTarget(Target):
         )
         self._partitioner: Partitioner | None = None
         self._base_env = {m.name: dict(m.env) for m in self.cluster.members}
+        self.pki: security.Pki | None = None  # a --secure run's certificates (chaos.runner sets them)
 
     def start(self, timeout: float = 60.0) -> None:
         if self.network is not None:
@@ -243,7 +245,9 @@ class LocalTarget(Target):
                 if m.name == avoid or not m.running():
                     continue
                 try:
-                    with grpc.insecure_channel(m.endpoint) as ch:
+                    # membership changes are for admins when auth is on (--secure): the harness's root
+                    admin = self.pki.root if self.pki is not None else None
+                    with security.channel(m.endpoint, admin) as ch:
                         return getattr(rpc_pb2_grpc.ClusterStub(ch), call)(request, timeout=10)
                 except grpc.RpcError as exc:
                     last = f"{exc.code().name}: {exc.details()}"

@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pids", type=lambda s: [int(p) for p in _csv(s)], help="the members' pids, in endpoint order")
     run.add_argument("--etcd", action="store_true", help="start a local etcd 3.4 cluster instead of raftkv")
     run.add_argument("--netns", action="store_true", help="run local raftkv members in network namespaces too")
+    run.add_argument(
+        "--secure",
+        action="store_true",
+        help="client and peer TLS with client certificates, and auth enabled (clients as a user limited to the "
+        "workload's keys); certificates are made in OUT/pki",
+    )
     run.add_argument("--unsafe", metavar="MODE", help="RAFTKV_UNSAFE for local raftkv members (stale-reads, ...)")
     run.add_argument("--seed", type=int, help="seed for the workload and nemesis choices")
     run.add_argument("--interval", type=float, default=5.0, help="mean seconds between faults (default 5)")
@@ -120,6 +126,7 @@ def _run(args: argparse.Namespace) -> int:
         pids=args.pids,
         etcd=args.etcd,
         netns=True if args.netns else None,
+        secure=args.secure,
         seed=args.seed,
         interval=args.interval,
         fault_duration=args.fault_duration,

@@ -9,14 +9,14 @@ from kvstore import config
 from kvstore.errors import StartupError
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, extra: list[str]) -> int:
     import uvloop
 
     from kvstore.server import logs
     from kvstore.server.app import serve
 
     try:
-        cfg = config.from_args(args)
+        cfg = config.from_args(args, extra=extra)
     except StartupError as exc:
         print(f"raftkv: {exc}", file=sys.stderr)
         return 2
@@ -86,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.func is _serve:
+        return _serve(args, extra)  # names what it does not implement, with etcd's flags in mind
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)
 
 

@@ -2,7 +2,10 @@
 objects, writes once per event-loop turn, and closes idle and half-open connections.
 
 Bytes that begin with the HTTP/2 preface go to an ``H2Connection`` and a ``GrpcSession``; anything
-else to an ``Http1Session`` (as etcd's cmux splits its client port). Output is never written from
+else to an ``Http1Session`` (as etcd's cmux splits its client port). Over TLS the handshake's ALPN
+decides instead (``http/1.1`` goes to HTTP/1.1 at once, ``h2`` must then send the preface); a
+client that offered no ALPN is told apart by its first bytes as above. The client's verified
+certificate, if any, is handed to the gRPC session (``ServerCall.peer_certificate``). Output is never written from
 inside event processing: whatever becomes ready during one turn of the loop (responses of many
 streams, window updates, pings) is written by one ``transport.write`` scheduled for the next turn.
 While the transport is paused (its buffer is full), nothing more is taken from the connection and
@@ -77,6 +80,7 @@ class ClientProtocol(asyncio.Protocol):
         self._idle_since = 0.0
         self._pinged_at: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._peer_cert: dict | None = None
 
     # ---- asyncio callbacks ----
 
@@ -86,6 +90,11 @@ class ClientProtocol(asyncio.Protocol):
         if self.server is not None:
             self.server.connections.add(self)
         self._arm(min(self.config.idle_timeout, self.config.keepalive_interval))
+        tls = transport.get_extra_info("ssl_object")
+        if tls is not None:
+            self._peer_cert = tls.getpeercert() or None
+            if tls.selected_alpn_protocol() == "http/1.1":
+                self._start_http1(b"")
 
     def data_received(self, data: bytes) -> None:
         self._received = True
@@ -157,6 +166,7 @@ class ClientProtocol(asyncio.Protocol):
             services=self.services,
         )
         self.grpc.paused = self._paused
+        self.grpc.peer_cert = self._peer_cert
         self.schedule_flush()  # our SETTINGS
         self.grpc.handle(self.h2.receive_data(data))
 
@@ -223,7 +233,8 @@ class ClientProtocol(asyncio.Protocol):
         self.http1 = Http1Session(self.http1_app, transport, self.loop, self.config.http1, remote)
         if self._paused:
             self.http1.pause_writing()
-        self.http1.feed(data)
+        if data:
+            self.http1.feed(data)
 
     # ---- timers ----
 

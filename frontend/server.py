@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl as ssl_module
 from collections.abc import Mapping, Sequence
 
 from frontend.grpc import Method
 from frontend.grpc._session import ErrorStatus
 from frontend.http1 import Http1App, not_served
 from frontend.protocol import ClientProtocol, FrontendConfig
+
+HANDSHAKE_TIMEOUT = 10.0
 
 
 class FrontendServer:
@@ -40,12 +43,23 @@ class FrontendServer:
     def _protocol(self) -> ClientProtocol:
         return ClientProtocol(self, self.methods, self.config, self.http1, self.error_status, self.services)
 
-    async def listen(self, host: str, port: int, reuse_port: bool = False) -> int:
+    async def listen(
+        self, host: str, port: int, reuse_port: bool = False, ssl: ssl_module.SSLContext | None = None
+    ) -> int:
         """Starts listening on host:port (port 0: any) and returns the port; OSError if it cannot.
-        With reuse_port, processes share the port (SO_REUSEPORT; benchmarks only)."""
+        With reuse_port, processes share the port (SO_REUSEPORT; benchmarks only). With ssl, the port
+        speaks TLS (its context offers ALPN h2 and http/1.1); a handshake that does not finish within
+        HANDSHAKE_TIMEOUT seconds is dropped."""
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            self._protocol, host or None, port, reuse_address=True, reuse_port=reuse_port or None, backlog=1024
+            self._protocol,
+            host or None,
+            port,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            backlog=1024,
+            ssl=ssl,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if ssl is not None else None,
         )
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[1]

@@ -85,9 +85,32 @@ LearnerNotReady = _error(
 )
 TooManyLearners = _error("TooManyLearners", _C.FAILED_PRECONDITION, "etcdserver: too many learner members in cluster")
 
-# auth (only what the API needs to refuse honestly)
-AuthNotEnabled = _error("AuthNotEnabled", _C.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
+# auth (etcd's rpctypes, same codes and strings)
+RootUserNotExist = _error("RootUserNotExist", _C.FAILED_PRECONDITION, "etcdserver: root user does not exist")
+RootRoleNotExist = _error("RootRoleNotExist", _C.FAILED_PRECONDITION, "etcdserver: root user does not have root role")
+UserAlreadyExist = _error("UserAlreadyExist", _C.FAILED_PRECONDITION, "etcdserver: user name already exists")
+UserEmpty = _error("UserEmpty", _C.INVALID_ARGUMENT, "etcdserver: user name is empty")
+UserNotFound = _error("UserNotFound", _C.FAILED_PRECONDITION, "etcdserver: user name not found")
+RoleAlreadyExist = _error("RoleAlreadyExist", _C.FAILED_PRECONDITION, "etcdserver: role name already exists")
+RoleNotFound = _error("RoleNotFound", _C.FAILED_PRECONDITION, "etcdserver: role name not found")
+RoleEmpty = _error("RoleEmpty", _C.INVALID_ARGUMENT, "etcdserver: role name is empty")
+AuthFailed = _error("AuthFailed", _C.INVALID_ARGUMENT, "etcdserver: authentication failed, invalid user ID or password")
+# not in etcd's table, so etcd answers it with code Unknown and the auth package's own words
+NoPasswordUser = _error(
+    "NoPasswordUser", _C.UNKNOWN, "auth: authentication failed, password was given for no password user"
+)
+VerifyOnly = _error("VerifyOnly", _C.UNKNOWN, "auth: token signing attempted with verify-only key")
 PermissionDenied = _error("PermissionDenied", _C.PERMISSION_DENIED, "etcdserver: permission denied")
+RoleNotGranted = _error("RoleNotGranted", _C.FAILED_PRECONDITION, "etcdserver: role is not granted to the user")
+PermissionNotGranted = _error(
+    "PermissionNotGranted", _C.FAILED_PRECONDITION, "etcdserver: permission is not granted to the role"
+)
+AuthNotEnabled = _error("AuthNotEnabled", _C.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
+InvalidAuthToken = _error("InvalidAuthToken", _C.UNAUTHENTICATED, "etcdserver: invalid auth token")
+InvalidAuthMgmt = _error("InvalidAuthMgmt", _C.INVALID_ARGUMENT, "etcdserver: invalid auth management")
+AuthOldRevision = _error("AuthOldRevision", _C.INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
+# raftkv's own: its backend (LMDB) cannot hold a key longer than 511 bytes, and etcd has no limit
+AuthNameTooLong = _error("AuthNameTooLong", _C.INVALID_ARGUMENT, "raftkv: user and role names are limited to 511 bytes")
 
 # cluster state
 NoLeader = _error("NoLeader", _C.UNAVAILABLE, "etcdserver: no leader")
@@ -138,6 +161,14 @@ class Relayed(EtcdError):
     @classmethod
     def of(cls, exc: EtcdError) -> EtcdError:
         return exc if exc.code == _C.UNKNOWN else cls(exc.message)
+
+
+def from_message(message: str) -> EtcdError | None:
+    """The error etcd answers with this message (what a member forwarding a call gets back), or None."""
+    for value in globals().values():
+        if isinstance(value, type) and issubclass(value, EtcdError) and value.message == message:
+            return value()
+    return None
 
 
 # The member cannot start safely (corrupt or torn files, bad flags): one class for the log's files

@@ -76,7 +76,7 @@ from raft.errors import (
 )
 from raft.snapshot import SnapshotDir, remove_outgoing
 from raft.stats import RaftStats
-from raft.transport import PeerRequestError, Transport
+from raft.transport import PeerRequestError, PeerSecurity, Transport
 from raft.wal import WAL
 
 log = logging.getLogger("raftkv.raft")
@@ -93,6 +93,9 @@ _KINDS = {
     "update": ConfChangeType.UPDATE_NODE,
 }
 _KIND_NAMES = {t: k for k, t in _KINDS.items()}
+# a peer's term this far above ours is not an election it won but a forgery or a bug: ignored
+# (with PreVote a member's term rises only by elections that could win; 2^32 of them never happen)
+MAX_TERM_AHEAD = 1 << 32
 
 
 def _entry(term: int, index: int, etype: int, data: bytes) -> Entry:
@@ -125,8 +128,10 @@ class RaftNode:
         request_timeout: float = 7.0,
         bootstrap_contexts: dict[int, bytes] | None = None,
         removed: Iterable[int] = (),
+        peer_security: PeerSecurity | None = None,
     ) -> None:
         self.member_id = member_id
+        self.peer_security = peer_security
         self.cluster_id = cluster_id
         self.wal_dir = wal_dir
         self.snapshots = SnapshotDir(snap_dir)
@@ -266,6 +271,7 @@ class RaftNode:
             stats=self.stats,
             on_request=self._on_peer_request,
             on_removed=self._on_removed,
+            security=self.peer_security,
         )
         self.snapshots.prepare()
         await transport.start(self.peer_listen)
@@ -408,6 +414,12 @@ class RaftNode:
 
     def _deliver(self, msg: Message) -> None:
         if self._stopped:
+            return
+        if msg.term > self.rn.term + MAX_TERM_AHEAD:
+            log.warning(
+                "ignoring a peer message whose term is absurdly far ahead",
+                extra={"raft_peer": f"{msg.frm:x}", "term": msg.term, "our_term": self.rn.term, "type": msg.type.name},
+            )
             return
         if msg.type == MessageType.HEARTBEAT_RESP:
             sent = self._heartbeats.pop(msg.frm, None)

@@ -11,33 +11,58 @@ Wire format. Every frame is ``u32 length (big-endian) | msgpack payload`` where 
 ====  ==========  ==========================================================================
 kind  name        body
 ====  ==========  ==========================================================================
-1     HELLO       protocol version (int); always the first frame of a connection
+1     HELLO       ``[protocol version, nonce]`` (16 random bytes); the first frame of a connection
 2     MSG         list of ``Message.to_wire()``: everything queued for the peer at once
 3     SNAP_BEGIN  ``[Message.to_wire() of the MsgSnap, file size]``
 4     SNAP_CHUNK  bytes (about 1 MiB) of the snapshot file, in order
 5     SNAP_END    CRC-32 of the whole file
 6     SNAP_ACK    the snapshot index; receiver -> sender once the file is durable
-7     REQUEST     bytes: one request for the application (``request``), on a fresh connection
-8     RESPONSE    ``[ok, bytes]``: the answer to a REQUEST (ok False: bytes is an error text)
-9     REMOVED     nothing: listener -> dialer, "you were removed from the cluster"
+7     VERIFY      a nonce: "did you open a connection to me with this HELLO?" (the first frame)
+8     VERIFIED    true or false, the answer to VERIFY
+9     REQUEST     bytes: one request for the application (``request``), on a fresh connection
+10    RESPONSE    ``[ok, bytes]``: the answer to a REQUEST (ok False: bytes is an error text)
+11    REMOVED     nothing: listener -> dialer, "you were removed from the cluster"
 ====  ==========  ==========================================================================
 
-A connection carries one direction: the dialer writes, the listener reads (the only frame
-that ever travels back is SNAP_ACK on a snapshot connection). A frame that is too big
-(HELLO_MAX_FRAME before HELLO, MAX_FRAME after), undecodable, from another cluster, not
-addressed to us, from an unknown peer or out of protocol gets the connection closed and a
-rate-limited warning; nothing in it is delivered.
+A connection carries one direction: the dialer writes, the listener reads (the only frames that
+ever travel back are SNAP_ACK on a snapshot connection, VERIFIED, RESPONSE and REMOVED). A frame that is too big
+(HELLO_MAX_FRAME before the peer is verified, MAX_FRAME after), undecodable, from another
+cluster, not addressed to us, from an unknown peer or out of protocol gets the connection closed
+and a rate-limited warning; nothing in it is delivered.
 
-Loss policy (Raft tolerates loss, never blocking): a peer's queue holds `max_queue` messages
-and drops the OLDEST on overflow (the newest heartbeats and appends are the useful ones),
-reporting the peer unreachable once per overflow episode. While a peer is in reconnect
-backoff, its queue is cleared and messages for it are dropped; messages sent while a
-connection is being dialled are kept and sent once it is up.
+Who is on the other end. The cluster id and the member ids are no secret (``etcdctl member
+list`` hands them out), so a HELLO proves nothing by itself. Before reading anything past it,
+the listener asks the member the HELLO claims to come from, by dialling that member's own peer
+address, whether it opened a connection with that nonce (VERIFY / VERIFIED): a stranger who can
+reach the peer port but not read the traffic sent to the member's address cannot pass, whatever
+ids it names, so it cannot inject heartbeats, appends or votes. Peer TLS (``PeerSecurity``) with
+client certificates is the stronger answer against an attacker on the path; the check runs with
+it as well and binds the certificate's connection to one member id. A connection that sends no
+complete first frame within FIRST_FRAME_TIMEOUT is closed; at most MAX_PENDING connections wait
+to be verified and MAX_CONNECTIONS_PER_PEER are served per member (a newer one, verified,
+replaces the oldest), so a flood of connections, or of huge declared frames, costs a bounded
+amount of memory (an unverified connection can make us buffer at most HELLO_MAX_FRAME). Every
+message is decoded strictly (``raft.peer_messages``) and must come from the member that
+connected.
+
+Loss policy (Raft tolerates loss, never blocking): a peer's queue holds `max_queue` messages and
+drops the OLDEST on overflow (the newest heartbeats and appends are the useful ones), reporting
+the peer unreachable once per overflow episode. While a peer is in reconnect backoff, its queue
+is cleared and messages for it are dropped; messages sent while a connection is being dialled
+are kept and sent once it is up.
 
 Requests: ``request`` asks one peer (by id) or any address (a member that does not know the
 cluster yet: it says HELLO as member 0 of cluster 0, and may send only one REQUEST) for the
 answer of its ``on_request`` handler, on a connection of its own: HELLO, REQUEST, RESPONSE.
-The payloads are the application's; the handler knows whether the asker is a stranger (0).
+The payloads are the application's; the handler knows whether the asker is a stranger (0). A
+member's request is verified like any connection of its (the listener dials it back before
+reading the REQUEST). A stranger has no identity to verify: it is what a member that was just
+added looks like before it has learnt the cluster (etcd's ``GET /members`` on the peer port
+needs no member identity either). So a stranger gets exactly one REQUEST of at most
+HELLO_MAX_FRAME bytes, read within REQUEST_TIMEOUT, while counting against MAX_PENDING, it
+reaches only the application's handler with peer id 0 (which must answer strangers nothing but
+what is public: raftkv answers them the member list and refuses the rest), and nothing it sends
+is delivered to Raft. With peer TLS it must still present a certificate the listener accepts.
 
 Removed members: the application marks member ids removed (``set_peers(..., removed=...)``).
 A connection from one of them is answered with REMOVED and closed; a dialer that reads REMOVED
@@ -45,10 +70,10 @@ on any of its connections reports it once through ``on_removed``, so a member th
 own removal learns of it (etcd's peers answer such a member with HTTP 410 Gone).
 
 Snapshots: every MsgSnap given to `send` gets exactly one `on_snapshot_status` (none after
-`stop()`); a second one for a peer that already has one in flight fails at once. The file
-from `snapshot_source` stays the caller's (never deleted here). The receiver writes it
-into `snapshot_dir` (a ``raft.snapshot.SnapshotDir``, which names the files) and hands the
-complete, fsynced file to `deliver_snapshot`.
+`stop()`); a second one for a peer that already has one in flight fails at once. The file from
+`snapshot_source` stays the caller's (never deleted here). The receiver writes it into
+`snapshot_dir` (a ``raft.snapshot.SnapshotDir``, which names the files) and hands the complete,
+fsynced file to `deliver_snapshot`.
 """
 
 from __future__ import annotations
@@ -56,13 +81,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import socket
+import ssl
 import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -70,12 +98,14 @@ import msgpack
 
 from raft import snapshot as snapfiles
 from raft.core.types import Message, MessageType
+from raft.peer_messages import message_from_peer
 from raft.snapshot import SnapshotDir
 from raft.stats import RaftStats
 
 log = logging.getLogger("raftkv.transport")
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+NONCE_BYTES = 16
 
 HELLO = 1
 MSG = 2
@@ -83,9 +113,11 @@ SNAP_BEGIN = 3
 SNAP_CHUNK = 4
 SNAP_END = 5
 SNAP_ACK = 6
-REQUEST = 7
-RESPONSE = 8
-REMOVED = 9
+VERIFY = 7
+VERIFIED = 8
+REQUEST = 9
+RESPONSE = 10
+REMOVED = 11
 
 MAX_FRAME = 64 << 20
 """Largest frame accepted (and produced) once a connection said HELLO."""
@@ -103,6 +135,34 @@ REQUEST_TIMEOUT = 10.0
 """A request's answer must be written (and a stranger's request read) within this long."""
 LOG_INTERVAL = 5.0
 """At most one warning per kind of problem (and peer) per this many seconds."""
+FIRST_FRAME_TIMEOUT = 5.0
+"""A connection (TLS handshake included) must deliver its first frame within this."""
+VERIFY_TIMEOUT = 3.0
+"""Asking a peer whether a connection is really its own must be answered within this."""
+MAX_PENDING = 32
+"""Connections at most between accept and verification; more are closed at once."""
+MAX_CONNECTIONS_PER_PEER = 4
+"""Verified incoming connections at most per member (messages, snapshots, and a reconnect's overlap);
+a newer verified one replaces the oldest."""
+
+
+ClientSSL = ssl.SSLContext | Callable[[], ssl.SSLContext] | None
+"""What a member dials its peers with: no TLS, a context, or a callable returning the context per dial."""
+
+
+@dataclass(frozen=True)
+class PeerSecurity:
+    """Peer TLS and identity checks. server_ssl/client_ssl: the listener's and the dialer's contexts
+    (None: plaintext; the dialer's may be a callable returning the context to use for each dial, so
+    rotated certificates are picked up); allow_certificate: a check of the verified client certificate's fields
+    (``--peer-cert-allowed-cn`` / ``-hostname``); verify_identity: the VERIFY dial-back (tests of the
+    frame checks alone turn it off)."""
+
+    server_ssl: ssl.SSLContext | None = None
+    client_ssl: ClientSSL = None
+    allow_certificate: Callable[[dict[str, Any] | None], bool] | None = None
+    verify_identity: bool = True
+
 
 _READ_LIMIT = 1 << 20  # StreamReader buffer size before it pauses the socket
 _LEN = struct.Struct(">I")
@@ -174,24 +234,46 @@ class _RemovedAnswer(Exception):
     """The peer answered a request with REMOVED."""
 
 
+async def _open(
+    addr: tuple[str, int],
+    client_ssl: ClientSSL,
+    local_addr: tuple[str, int] | None = None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Dials a peer address (with peer TLS when client_ssl is given), within CONNECT_TIMEOUT."""
+    host, port = addr
+    if callable(client_ssl):
+        client_ssl = client_ssl()
+    async with asyncio.timeout(CONNECT_TIMEOUT):
+        return await asyncio.open_connection(
+            host,
+            port,
+            limit=_READ_LIMIT,
+            local_addr=local_addr,
+            ssl=client_ssl,
+            server_hostname=host if client_ssl is not None else None,
+        )
+
+
 async def _exchange(
+    dial: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]],
     addr: tuple[str, int],
     ids: tuple[int, int, int],
+    nonce: bytes,
     payload: bytes,
     timeout: float,
-    local_addr: tuple[str, int] | None = None,
 ) -> bytes:
-    """One request on a connection of its own: HELLO and REQUEST as (cluster, from, to) ids, then the answer."""
+    """One request on a connection of its own: HELLO (with nonce) and REQUEST as (cluster, from, to)
+    ids, then the answer."""
     host, port = addr
     writer: asyncio.StreamWriter | None = None
     ok = False
     packer = msgpack.Packer()
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port, limit=_READ_LIMIT, local_addr=local_addr)
+            reader, writer = await dial()
             _set_nodelay(writer)
             cid, me, to = ids
-            hello = packer.pack([cid, me, to, HELLO, PROTOCOL_VERSION])
+            hello = packer.pack([cid, me, to, HELLO, [PROTOCOL_VERSION, nonce]])
             req = packer.pack([cid, me, to, REQUEST, payload])
             writer.write(_LEN.pack(len(hello)) + hello + _LEN.pack(len(req)) + req)
             (n,) = _LEN.unpack(await reader.readexactly(4))
@@ -211,18 +293,27 @@ async def _exchange(
         return body[1]
     except TimeoutError:
         raise PeerRequestError(f"no answer from {host}:{port} within {timeout:.1f}s") from None
-    except (OSError, asyncio.IncompleteReadError, ValueError, msgpack.UnpackException) as exc:
+    except (OSError, ssl.SSLError, asyncio.IncompleteReadError, ValueError, msgpack.UnpackException) as exc:
         raise PeerRequestError(f"cannot ask {host}:{port}: {exc!r}") from None
     finally:
         if writer is not None:
             await _close(writer, abort=not ok)
 
 
-async def ask(address: str, payload: bytes, timeout: float = 5.0) -> bytes:
+async def ask(
+    address: str,
+    payload: bytes,
+    timeout: float = 5.0,
+    client_ssl: ClientSSL = None,
+) -> bytes:
     """Asks the member listening at a peer address as a stranger (member 0 of cluster 0): what a member
-    that does not know the cluster yet can do. Raises PeerRequestError."""
+    that does not know the cluster yet can do (with peer TLS: client_ssl, as PeerSecurity's).
+    Raises PeerRequestError."""
+    addr = parse_address(address)
     try:
-        return await _exchange(parse_address(address), (0, 0, 0), payload, timeout)
+        return await _exchange(
+            lambda: _open(addr, client_ssl), addr, (0, 0, 0), os.urandom(NONCE_BYTES), payload, timeout
+        )
     except _RemovedAnswer:
         raise PeerRequestError("unexpected REMOVED answer to a stranger") from None
 
@@ -293,6 +384,7 @@ class Transport:
         stats: RaftStats | None = None,
         on_request: Callable[[int, bytes], Awaitable[bytes]] | None = None,
         on_removed: Callable[[], None] | None = None,
+        security: PeerSecurity | None = None,
     ) -> None:
         self.member_id = member_id
         self.cluster_id = cluster_id
@@ -312,7 +404,7 @@ class Transport:
         self._peers: dict[int, _Peer] = {}
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task] = set()  # everything we started and must await on stop
-        self._incoming: dict[int, set[asyncio.Task]] = {}  # peer -> its reader tasks
+        self._incoming: dict[int, dict[asyncio.Task, None]] = {}  # peer -> its reader tasks, oldest first
         self._packer = msgpack.Packer()
         self._limiter = _LogLimiter(LOG_INTERVAL)
         self._io: ThreadPoolExecutor | None = None  # one thread for snapshot file I/O, made on first use
@@ -320,6 +412,9 @@ class Transport:
         self._started = False
         self._stopping = False
         self._local_addr: tuple[str, int] | None = None
+        self.security = security or PeerSecurity()
+        self._nonces: dict[bytes, int] = {}  # HELLO nonce of each open outgoing connection -> its peer
+        self._pending = 0  # incoming connections not verified yet
 
     # ---- lifecycle ----
 
@@ -334,7 +429,13 @@ class Transport:
         try:
             for host, port in addrs:
                 server = await asyncio.start_server(
-                    self._on_connection, host, port, limit=_READ_LIMIT, reuse_address=True
+                    self._on_connection,
+                    host,
+                    port,
+                    limit=_READ_LIMIT,
+                    reuse_address=True,
+                    ssl=self.security.server_ssl,
+                    ssl_handshake_timeout=FIRST_FRAME_TIMEOUT if self.security.server_ssl else None,
                 )
                 self._servers.append(server)
                 self.bound_ports.append(server.sockets[0].getsockname()[1])
@@ -494,6 +595,14 @@ class Transport:
         half = len(batch) // 2
         return self._encode_batch(to, batch[:half]) + self._encode_batch(to, batch[half:])
 
+    async def _dial(self, addr: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await _open(addr, self.security.client_ssl, self._local_addr)
+
+    def _new_nonce(self, peer: int) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        self._nonces[nonce] = peer
+        return nonce
+
     def _frame(self, to: int, kind: int, body: Any) -> bytes:
         payload = self._packer.pack([self.cluster_id, self.member_id, to, kind, body])
         return _LEN.pack(len(payload)) + payload
@@ -521,11 +630,8 @@ class Transport:
         while True:
             host, port = p.addr
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT):
-                    reader, writer = await asyncio.open_connection(
-                        host, port, limit=_READ_LIMIT, local_addr=self._local_addr
-                    )
-            except (OSError, TimeoutError) as exc:
+                reader, writer = await self._dial(p.addr)
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
                 self._peer_failed(p, "unreachable", exc)
             else:
                 connected_at = loop.time()
@@ -535,7 +641,7 @@ class Transport:
                     log.info("peer reachable", extra={"raft_peer": f"{p.id:x}", "address": f"{host}:{port}"})
                 try:
                     await self._pump(p, reader, writer)
-                except (OSError, TimeoutError) as exc:
+                except (OSError, TimeoutError, ssl.SSLError) as exc:
                     self._peer_failed(p, "connection lost", exc)
                 except Exception as exc:  # a bug (e.g. an unencodable message): log it, keep the peer alive
                     log.exception("peer writer failed", extra={"raft_peer": f"{p.id:x}"})
@@ -555,8 +661,9 @@ class Transport:
         sent = self.stats.sent_bytes
         sent.setdefault(p.id, 0)
         watcher = asyncio.get_running_loop().create_task(_drain_input(reader, wake, self._report_removed))
+        nonce = self._new_nonce(p.id)
         try:
-            writer.write(self._frame(p.id, HELLO, PROTOCOL_VERSION))
+            writer.write(self._frame(p.id, HELLO, [PROTOCOL_VERSION, nonce]))
             while True:
                 while not q:
                     if watcher.done():
@@ -576,6 +683,7 @@ class Transport:
                     async with asyncio.timeout(WRITE_STALL_TIMEOUT):
                         await writer.drain()
         finally:
+            self._nonces.pop(nonce, None)
             watcher.cancel()
             await _close(writer, abort=True)
             with contextlib.suppress(asyncio.CancelledError):
@@ -610,18 +718,16 @@ class Transport:
         ok = False
         f: BinaryIO | None = None
         writer: asyncio.StreamWriter | None = None
+        nonce: bytes | None = None
         started = time.monotonic()
         try:
             path = await self._snapshot_source(m)
             f, size = snapfiles.open_read(path)  # opening is quick; reads go to the I/O thread
-            host, port = p.addr
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                reader, writer = await asyncio.open_connection(
-                    host, port, limit=_READ_LIMIT, local_addr=self._local_addr
-                )
+            reader, writer = await self._dial(p.addr)
             _set_nodelay(writer)
+            nonce = self._new_nonce(p.id)
             writer.write(
-                self._frame(p.id, HELLO, PROTOCOL_VERSION) + self._frame(p.id, SNAP_BEGIN, [m.to_wire(), size])
+                self._frame(p.id, HELLO, [PROTOCOL_VERSION, nonce]) + self._frame(p.id, SNAP_BEGIN, [m.to_wire(), size])
             )
             crc, sent = 0, 0
             while True:
@@ -660,6 +766,8 @@ class Transport:
                 error=repr(exc),
             )
         finally:
+            if nonce is not None:
+                self._nonces.pop(nonce, None)
             if p.snap_task is asyncio.current_task():
                 p.snap_task = None
             if writer is not None:
@@ -705,28 +813,62 @@ class Transport:
         self._tasks.add(task)
         peer: int | None = None
         abort = True
+        pending = False
         try:
             if self._stopping:
                 return
+            if self._pending >= MAX_PENDING:
+                raise _Rejected("too_many_pending_connections", max_pending=MAX_PENDING)
+            self._pending += 1
+            pending = True
             _set_nodelay(writer)
-            (cluster_id, frm, to, kind, body), _ = await self._read_raw(reader, HELLO_MAX_FRAME)
+            allow = self.security.allow_certificate
+            if allow is not None and not allow(writer.get_extra_info("peercert")):
+                raise _Rejected("certificate_not_allowed")
+            async with asyncio.timeout(FIRST_FRAME_TIMEOUT):
+                (cluster_id, frm, to, kind, body), _ = await self._read_raw(reader, HELLO_MAX_FRAME)
+            stranger = cluster_id == 0 and frm == 0 and to == 0  # a member that does not know the cluster yet
+            if not stranger:
+                self._check_addressed(cluster_id, to)
+            if kind == VERIFY and not stranger:
+                await self._answer_verify(frm, body, writer)
+                abort = False
+                return
             if kind != HELLO:
                 raise _Rejected("expected_hello", kind=repr(kind)[:40])
-            if body != PROTOCOL_VERSION:
+            if (
+                type(body) is not list
+                or len(body) != 2
+                or body[0] != PROTOCOL_VERSION
+                or type(body[1]) is not bytes
+                or len(body[1]) != NONCE_BYTES
+            ):
                 raise _Rejected("protocol_version", version=repr(body)[:40])
-            if cluster_id == 0 and frm == 0 and to == 0:  # a member that does not know the cluster yet
+            if stranger:
                 abort = not await self._serve_stranger(reader, writer)
                 return
-            self._check_addressed(cluster_id, to)
             if type(frm) is int and frm in self._removed:
+                # no identity check: telling whoever claims a removed id that it is removed delivers
+                # nothing (a removed member is no longer a peer, so it could not be dialled back)
                 writer.write(self._frame(frm, REMOVED, None))
                 async with asyncio.timeout(1.0):
                     await writer.drain()
                 raise _Rejected("removed_member", from_id=f"{frm:x}")
             if type(frm) is not int or frm not in self._peers:
                 raise _Rejected("unknown_peer", from_id=repr(frm)[:40])
+            if self.security.verify_identity and not await self._verify(frm, body[1]):
+                raise _Rejected("identity_not_verified", claimed_id=f"{frm:x}")
+            served = self._incoming.setdefault(frm, {})
+            while len(served) >= MAX_CONNECTIONS_PER_PEER:
+                # the peer proved this one is its own: the oldest is one it gave up on (a partition
+                # can leave a connection that never sees its close), so it goes
+                oldest = next(iter(served))
+                del served[oldest]
+                oldest.cancel()
+            self._pending -= 1
+            pending = False
             peer = frm
-            self._incoming.setdefault(peer, set()).add(task)
+            served[task] = None
             abort = not await self._serve(peer, reader, writer)
         except _Rejected as r:
             self._limiter.log(
@@ -739,8 +881,17 @@ class Transport:
                 member_id=f"{self.member_id:x}",
                 **r.fields,
             )
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the peer went away; it will redial
+        except TimeoutError:
+            self._limiter.log(
+                logging.WARNING,
+                ("reject", "slow_first_frame"),
+                "rejected peer connection: slow_first_frame",
+                reason="slow_first_frame",
+                remote_addr=str(writer.get_extra_info("peername")),
+                timeout=FIRST_FRAME_TIMEOUT,
+            )
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass  # the peer went away (or failed its handshake); it will redial
         except asyncio.CancelledError:
             pass  # stop() or the peer was removed; asyncio's streams would log a cancelled callback task
         except OSError as exc:  # a timeout, or the snapshot directory
@@ -754,10 +905,38 @@ class Transport:
         except Exception:
             log.exception("peer connection failed", extra={"raft_peer": peer})
         finally:
+            if pending:
+                self._pending -= 1
             self._tasks.discard(task)
             if peer is not None:
-                self._incoming.get(peer, set()).discard(task)
+                self._incoming.get(peer, {}).pop(task, None)
             await _close(writer, abort=abort)
+
+    async def _verify(self, peer: int, nonce: bytes) -> bool:
+        """Asks peer, at its own address, whether it sent a HELLO with nonce (see the module docstring)."""
+        p = self._peers.get(peer)
+        if p is None:
+            return False
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(VERIFY_TIMEOUT):
+                reader, writer = await self._dial(p.addr)
+                writer.write(self._frame(peer, VERIFY, nonce))
+                frm, kind, body = await self._read_frame(reader, HELLO_MAX_FRAME)
+            return frm == peer and kind == VERIFIED and body is True
+        except (OSError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError, _Rejected):
+            return False
+        finally:
+            if writer is not None:
+                await _close(writer, abort=True)
+
+    async def _answer_verify(self, frm: Any, nonce: Any, writer: asyncio.StreamWriter) -> None:
+        if type(frm) is not int or frm not in self._peers:
+            raise _Rejected("unknown_peer", from_id=repr(frm)[:40])
+        mine = type(nonce) is bytes and self._nonces.get(nonce) == frm
+        writer.write(self._frame(frm, VERIFIED, mine))
+        async with asyncio.timeout(VERIFY_TIMEOUT):
+            await writer.drain()
 
     async def _serve_stranger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """One REQUEST from a member that does not know the cluster yet (peer id 0), one RESPONSE."""
@@ -796,22 +975,29 @@ class Transport:
             p = self._peers.get(peer)
             if p is None:
                 raise PeerRequestError(f"unknown peer {peer:x}")
+            nonce = self._new_nonce(peer)  # the peer dials us back to check that the request is ours
             try:
                 return await _exchange(
-                    p.addr, (self.cluster_id, self.member_id, peer), payload, timeout, self._local_addr
+                    lambda: self._dial(p.addr),
+                    p.addr,
+                    (self.cluster_id, self.member_id, peer),
+                    nonce,
+                    payload,
+                    timeout,
                 )
             except _RemovedAnswer:
                 self._report_removed()
                 raise PeerRequestError("the member has been permanently removed from the cluster") from None
+            finally:
+                self._nonces.pop(nonce, None)
         if address is None:
             raise ValueError("request needs a peer or an address")
-        return await ask(address, payload, timeout)
+        return await ask(address, payload, timeout, self.security.client_ssl)
 
     async def _serve(self, peer: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Reads frames from a peer after its HELLO; returns True when it ended cleanly (a snapshot was acked)."""
         me = self.member_id
         deliver = self._deliver
-        from_wire = Message.from_wire
         read_frame = self._read_frame
         while True:
             try:
@@ -826,12 +1012,14 @@ class Transport:
                 if type(body) is not list:
                     raise _Rejected("malformed_frame")
                 try:
-                    msgs = [from_wire(w) for w in body]
-                except Exception:
-                    raise _Rejected("undecodable_message") from None
+                    msgs = [message_from_peer(w) for w in body]
+                except ValueError as exc:
+                    raise _Rejected("undecodable_message", error=str(exc)[:200]) from None
                 for m in msgs:
-                    if m.to != me or m.type == _SNAP:
-                        raise _Rejected("bad_message", type=int(m.type), to_id=repr(m.to)[:40])
+                    if m.to != me or m.frm != peer:
+                        raise _Rejected(
+                            "bad_message", type=int(m.type), to_id=repr(m.to)[:40], from_id=repr(m.frm)[:40]
+                        )
                 for m in msgs:
                     try:
                         deliver(m)
@@ -859,10 +1047,10 @@ class Transport:
     ) -> None:
         try:
             wire, total = body
-            msg = Message.from_wire(wire)
-        except Exception:
+            msg = message_from_peer(wire, allow_snapshot=True)
+        except (ValueError, TypeError):
             raise _Rejected("malformed_snapshot") from None
-        if type(total) is not int or total < 0 or msg.type is not _SNAP or msg.to != self.member_id:
+        if type(total) is not int or total < 0 or msg.type is not _SNAP or msg.to != self.member_id or msg.frm != peer:
             raise _Rejected("malformed_snapshot")
         if msg.snapshot is None:
             raise _Rejected("malformed_snapshot")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -66,21 +67,62 @@ def kill_leftovers() -> None:
             proc.wait()
 
 
-class Process:
-    """A server process with a client port; started by start(), stopped by stop() or kill()."""
+@dataclass(frozen=True)
+class ClientTLS:
+    """How a test client talks TLS to a member: the CA to trust, and a client certificate (optional)."""
 
-    def __init__(self, name: str, data_dir: Path, port: int | None = None, env: dict[str, str] | None = None) -> None:
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.read_bytes(),
+            private_key=self.key.read_bytes() if self.key else None,
+            certificate_chain=self.cert.read_bytes() if self.cert else None,
+        )
+
+    def etcdctl_args(self) -> list[str]:
+        args = [f"--cacert={self.ca}"]
+        if self.cert and self.key:
+            args += [f"--cert={self.cert}", f"--key={self.key}"]
+        return args
+
+
+class Process:
+    """A server process with a client port; started by start(), stopped by stop() or kill().
+
+    With tls, its client URLs are https:// and tests reach it with those credentials."""
+
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        tls: ClientTLS | None = None,
+    ) -> None:
         self.name = name
         self.data_dir = data_dir
         self.port = port or free_port()
         self.peer_port = free_port()
         self.env = env or {}
+        self.tls = tls
         self.proc: subprocess.Popen | None = None
         self.log_path = data_dir.parent / f"{name}.log"
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def client_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def channel(self) -> grpc.Channel:
+        if self.tls is None:
+            return grpc.insecure_channel(self.endpoint)
+        return grpc.secure_channel(self.endpoint, self.tls.credentials())
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -106,7 +148,7 @@ class Process:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with grpc.insecure_channel(self.endpoint) as channel:
+                with self.channel() as channel:
                     st = rpc_pb2_grpc.MaintenanceStub(channel).Status(
                         pb.StatusRequest(), timeout=1, wait_for_ready=True
                     )
@@ -149,7 +191,7 @@ class RaftkvMember(Process):
         self.extra = extra or []
 
     def command(self) -> list[str]:
-        url = f"http://127.0.0.1:{self.port}"
+        url = self.client_url
         peer = f"http://127.0.0.1:{self.peer_port}"
         return [
             sys.executable,
@@ -174,7 +216,7 @@ class EtcdMember(Process):
 
     def command(self) -> list[str]:
         assert ETCD is not None, "etcd is not installed (apt-get install etcd-server)"
-        url = f"http://127.0.0.1:{self.port}"
+        url = self.client_url
         peer = f"http://127.0.0.1:{self.peer_port}"
         return [
             ETCD,

@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from chaos import security
 from chaos.history import FAIL, INFO, OK, Operation, Recorder
 from proto.etcdserverpb import rpc_pb2_grpc
 from proto.v3lockpb import v3lock_pb2_grpc
@@ -100,7 +101,7 @@ class Channels:
 
     def __init__(self, endpoints: list[str]) -> None:
         self.endpoints = endpoints
-        self._channels = [grpc.aio.insecure_channel(e, options=CHANNEL_OPTIONS) for e in endpoints]
+        self._channels = [security.aio_channel(e, options=CHANNEL_OPTIONS) for e in endpoints]
         self.kv = [rpc_pb2_grpc.KVStub(c) for c in self._channels]
         self.watch = [rpc_pb2_grpc.WatchStub(c) for c in self._channels]
         self.lease = [rpc_pb2_grpc.LeaseStub(c) for c in self._channels]

@@ -3,7 +3,8 @@
 Handlers written for ``frontend.grpc.ServerCall`` run unchanged: ``metadata`` comes from the HTTP
 headers as grpc-gateway maps them (``Authorization`` as ``authorization``, ``Grpc-Metadata-Foo`` as
 ``foo``, the standard request headers as ``grpcgateway-<name>``, plus ``x-forwarded-host`` and
-``x-forwarded-for``), the deadline from ``Grpc-Timeout``; ``write`` sends one streamed result
+``x-forwarded-for``), the deadline from ``Grpc-Timeout``; ``peer_certificate`` is None (as in etcd, a
+client certificate never names the user of a gateway call); ``write`` sends one streamed result
 (``{"result":...}`` and a newline, as grpc-gateway's ``ForwardResponseStream`` does), waiting while the
 client does not read; ``async for`` yields the requests the body carries, decoded as they arrive, and
 ends at the end of the body or at the first value that does not decode (grpc-gateway then closes its
@@ -127,6 +128,12 @@ class GatewayCall:
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return list(self._metadata)
+
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """Always None: a gateway call is never authenticated by a client certificate. etcd's gateway
+        reaches its gRPC server over a connection of its own, and etcd's auth ignores the common name of
+        a gateway request (``AuthInfoFromTLS``); the ``Authorization`` header's token is what counts."""
+        return None
 
     def time_remaining(self) -> float | None:
         if self.deadline is None:

@@ -94,6 +94,10 @@ class ServerCall:
         value = self.request.get(key.encode("ascii"))
         return None if value is None else value.decode("latin-1")
 
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The client's verified TLS certificate (``ssl.SSLObject.getpeercert()``), None without one."""
+        return self._session.peer_cert
+
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.request.headers]
 

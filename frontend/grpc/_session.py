@@ -139,6 +139,7 @@ class GrpcSession:
         self.on_output = on_output
         self.error_status = error_status
         self.services = services  # known service names, for grpc-go's "unknown service" wording
+        self.peer_cert: dict[str, Any] | None = None  # the client's verified TLS certificate, if any
         self.calls: dict[int, ServerCall] = {}
         self.paused = False  # the socket's buffer is full (the driver's pause_writing)
 

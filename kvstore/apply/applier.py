@@ -5,10 +5,19 @@ store, revisions and responses everywhere, and again on replay after a restart. 
 entries is applied in one backend transaction that also records the index and term of the
 last entry, so the backend always holds exactly a prefix of the log.
 
-An error that etcd answers for a request (a missing lease, a compacted revision in a txn, ...)
-is a result like any other: it is returned to the waiting client and changes nothing. Any other
-exception is a bug that leaves the in-memory index ahead of the backend; it propagates and the
-member must stop.
+An error that etcd answers for a request (a missing lease, a compacted revision in a txn, a
+permission denied, ...) is a result like any other: it is returned to the waiting client and
+changes nothing. An entry that is not a request this version can read (undecodable, of an unknown
+kind) changes nothing either and is logged: every member skips it alike, where crashing on it
+would crash every member on every restart. Any other exception is a bug that leaves the in-memory
+index ahead of the backend; it propagates and the member must stop.
+
+With auth enabled, a client's request is checked here, against the auth state at its place in
+the log and with the identity it carries (``kvstore.apply.codec``), as etcd's auth applier does:
+Put, DeleteRange, Txn (every compare and operation, nested ones included), LeaseRevoke (every
+attached key), and the auth requests themselves (admin only, but Authenticate). Compaction, and
+revoking a lease that holds no key, which etcd lets anyone do, need a user (any): an anonymous
+client can neither discard history nor end other clients' sessions.
 
 Alarms change what applies, as etcd's capped and corrupt appliers do: while NOSPACE is raised,
 puts (alone or in a txn) and lease grants fail with ``NoSpace`` (deletes, compactions and the rest
@@ -19,14 +28,17 @@ accepts or rejects each one alike.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgpack
+from google.protobuf.message import DecodeError
 
 from kvstore.alarms import CORRUPT, NOSPACE, AlarmStore
-from kvstore.apply.codec import Op, decode_request
+from kvstore.apply.codec import AUTH_OPS, MalformedEntry, Op, decode_request
 from kvstore.apply.kv import do_delete_range, do_put, do_txn
+from kvstore.auth import AuthInfo, AuthStore
 from kvstore.errors import Corrupt, EtcdError, LeaseNotFound, NoSpace
 from kvstore.lease import Lessor, apply_lease_checkpoint, apply_lease_grant, apply_lease_revoke
 from kvstore.membership import ChangeContext, MemberInfo, Membership
@@ -46,6 +58,8 @@ class CompactResult:
 
 ApplyResult = object  # a response message, a CompactResult, or an EtcdError
 
+log = logging.getLogger("raftkv.apply")
+
 _CORRUPT_REFUSES = frozenset({Op.PUT, Op.DELETE_RANGE, Op.TXN, Op.COMPACT, Op.LEASE_GRANT, Op.LEASE_REVOKE})
 
 
@@ -63,10 +77,17 @@ class ConfChangeResult:
 
 
 class Applier:
-    def __init__(self, store: KVStore, leases: Lessor | None = None, on_changes: ChangeSink | None = None) -> None:
+    def __init__(
+        self,
+        store: KVStore,
+        leases: Lessor | None = None,
+        on_changes: ChangeSink | None = None,
+        auth: AuthStore | None = None,
+    ) -> None:
         self.store = store
         self.leases = leases
         self.on_changes = on_changes
+        self.auth = auth if auth is not None else AuthStore(store.backend)
         backend = store.backend
         self.membership = Membership(backend)
         self.alarms = AlarmStore(backend)
@@ -118,8 +139,17 @@ class Applier:
                 last_index, last_term = index, term
                 if not data:
                     continue
-                op, request_id, body = decode_request(data)
-                results.append((request_id, self._apply_one(txn, op, body, changes)))
+                try:
+                    op, request_id, body, cred = decode_request(data)
+                except MalformedEntry as exc:
+                    log.error("skipped a log entry that is not a request", extra={"index": index, "error": str(exc)})
+                    continue
+                try:
+                    result = self._apply_one(txn, index, op, body, cred, changes)
+                except MalformedEntry as exc:
+                    log.error("skipped a log entry that cannot be read", extra={"index": index, "error": repr(exc)})
+                    continue
+                results.append((request_id, result))
             if last_index != self.applied_index:
                 backend.put_meta(txn, b"consistent_index", last_index)
                 backend.put_meta(txn, b"term", last_term)
@@ -132,20 +162,48 @@ class Applier:
             self.on_changes(changes)
         return results
 
-    def _apply_one(self, txn: object, op: int, body: bytes, changes: list) -> ApplyResult:
+    def _apply_one(
+        self, txn: object, index: int, op: int, body: bytes, cred: tuple[str, int] | None, changes: list
+    ) -> ApplyResult:
         store = self.store
+        auth = self.auth
+        ai = AuthInfo(*cred) if cred is not None else None
+        kind = AUTH_OPS.get(op)  # type: ignore[call-overload]
+        if kind is not None:
+            try:
+                return auth.apply(txn, kind, body, ai, index)  # type: ignore[arg-type]
+            except EtcdError as exc:
+                return exc
+            except (DecodeError, msgpack.UnpackException, ValueError) as exc:
+                raise MalformedEntry(f"undecodable auth request: {exc}") from exc
+        checked = auth.enabled and cred is not None
         if op == Op.MEMBER_ATTRS:
-            member_id, name, client_urls = msgpack.unpackb(body)
+            try:
+                member_id, name, client_urls = msgpack.unpackb(body)
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                raise MalformedEntry(f"undecodable member attributes: {exc}") from exc
             self.membership.publish(txn, member_id, name, client_urls)
             return None
-        if op == Op.ALARM:
-            return self._apply_alarm(txn, pb.AlarmRequest.FromString(body))
-        if self.alarms.any_raised:
-            refused = self._refused(op, body)
-            if refused is not None:
-                return refused
+        # the alarms' appliers wrap etcd's auth applier: what an alarm refuses is refused before permissions
+        try:
+            if op == Op.ALARM:
+                return self._apply_alarm(txn, pb.AlarmRequest.FromString(body))
+            if self.alarms.any_raised:
+                refused = self._refused(op, body)
+                if refused is not None:
+                    return refused
+        except DecodeError as exc:
+            raise MalformedEntry(f"undecodable request body: {exc}") from exc
         if op == Op.COMPACT:
-            req = pb.CompactionRequest.FromString(body)
+            try:
+                req = pb.CompactionRequest.FromString(body)
+            except DecodeError as exc:
+                raise MalformedEntry(f"undecodable compaction: {exc}") from exc
+            if checked:
+                try:
+                    auth.check_user(ai)
+                except EtcdError as exc:
+                    return exc
             try:
                 job = store.compact(txn, req.revision)
             except EtcdError as exc:
@@ -157,21 +215,43 @@ class Applier:
         try:
             if op == Op.PUT:
                 req = pb.PutRequest.FromString(body)
+                if checked:
+                    auth.check_put(ai, req.key)
+                    self._check_lease_keys(ai, req.lease)
+                    if req.prev_kv:
+                        auth.check_range(ai, req.key, b"")
                 if req.lease and (self.leases is None or not self.leases.exists(req.lease)):
                     raise LeaseNotFound()
                 result: ApplyResult = do_put(w, req)
             elif op == Op.DELETE_RANGE:
-                result = do_delete_range(w, pb.DeleteRangeRequest.FromString(body))
+                dreq = pb.DeleteRangeRequest.FromString(body)
+                if checked:
+                    auth.check_delete(ai, dreq.key, dreq.range_end)
+                    if dreq.prev_kv:
+                        auth.check_range(ai, dreq.key, dreq.range_end)
+                result = do_delete_range(w, dreq)
             elif op == Op.TXN:
-                result = do_txn(w, pb.TxnRequest.FromString(body), self.leases, write=True)
+                treq = pb.TxnRequest.FromString(body)
+                if checked:
+                    auth.check_txn(ai, treq)
+                result = do_txn(w, treq, self.leases, write=True)
             elif op == Op.LEASE_GRANT:
                 result = apply_lease_grant(self._lessor(), w, body)
             elif op == Op.LEASE_REVOKE:
+                if checked:
+                    lease_id = pb.LeaseRevokeRequest.FromString(body).ID
+                    if self.leases is not None and self.leases.exists(lease_id):
+                        auth.check_user(ai)  # etcd lets anyone revoke a lease without keys; raftkv asks for a user
+                    self._check_lease_keys(ai, lease_id)
                 result = apply_lease_revoke(self._lessor(), w, body)
             elif op == Op.LEASE_CHECKPOINT:
                 result = apply_lease_checkpoint(self._lessor(), w, body)
             else:
-                raise ValueError(f"unknown request op {op} in the log")
+                raise MalformedEntry(f"unknown request op {op} in the log")
+        except (DecodeError, msgpack.UnpackException) as exc:
+            if w.changes:
+                raise
+            raise MalformedEntry(f"undecodable request body: {exc}") from exc
         except EtcdError as exc:
             if w.changes:  # etcd checks everything before writing; a partial write is a bug
                 raise RuntimeError(f"request failed after changing the store: {exc!r}") from exc
@@ -204,6 +284,12 @@ class Applier:
             if m is not None:
                 resp.alarms.append(m)
         return resp
+
+    def _check_lease_keys(self, ai: AuthInfo | None, lease_id: int) -> None:
+        """Write permission on every key of a lease that a request attaches to or revokes (etcd's checkLeasePuts)."""
+        lease = self.leases.lookup(lease_id) if self.leases is not None and lease_id else None
+        if lease is not None:
+            self.auth.check_lease_keys(ai, sorted(lease.keys))
 
     def _lessor(self) -> Lessor:
         if self.leases is None:

@@ -17,6 +17,7 @@ stops the member with exit code 1: it must never acknowledge what it did not per
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -39,6 +40,7 @@ from kvstore.server.member import VERSION, Member
 from kvstore.server.metrics import HealthCounts, MemberCollector, member_registry
 from kvstore.server.routes import member_services, methods
 from kvstore.server.rpc import error_status
+from kvstore.server.security import ClientDialer, client_server_tls, peer_security
 from raft.errors import RemovedError
 from raft.node import RaftNode
 
@@ -79,9 +81,13 @@ class MemberServer:
     async def start(self) -> None:
         cfg = self.cfg
         member_dir = cfg.data_dir / "member"
+        client_tls = client_server_tls(cfg)  # certificates load (or are made) before anything opens
+        security = peer_security(cfg)
         backend = Backend(member_dir / "db")
         try:
-            ident = await identity.resolve(cfg, has_members=bool(Membership(backend).members))
+            ident = await identity.resolve(
+                cfg, has_members=bool(Membership(backend).members), client_ssl=security.client_ssl
+            )
         except BaseException:
             backend.close()
             raise
@@ -99,8 +105,10 @@ class MemberServer:
             request_timeout=cfg.request_timeout_s,
             bootstrap_contexts=ident.contexts,
             removed=ident.removed,
+            peer_security=security,
         )
         member = Member(cfg, node, backend, known_members=ident.known)
+        member.client_dialer = ClientDialer(cfg)  # type: ignore[attr-defined]
         self.member = member
         await member.start()
         if cfg.initial_corrupt_check:
@@ -128,17 +136,21 @@ class MemberServer:
         server.http1 = ClientPortApp(gateway, Endpoints(member, VERSION, registry, health, extra_headers=CORS))
         for address in cfg.client_bind_addresses():
             try:
-                port = await server.listen(*split_host_port(address))
+                port = await server.listen(
+                    *split_host_port(address), ssl=client_tls.context if client_tls is not None else None
+                )
             except OSError as exc:
                 raise StartupError(f"cannot listen for clients on {address}: {exc}") from exc
             self.ports.append(port)
-        for address in cfg.metrics_bind_addresses():
+        for url, address in zip(cfg.listen_metrics_urls, cfg.metrics_bind_addresses(), strict=True):
             metrics = FrontendServer(
                 {}, config, http1=Endpoints(member, VERSION, registry, health, serve_version=False)
             )
             self.metrics_servers.append(metrics)
+            # as etcd: an https:// metrics URL is served with the client port's certificate
+            metrics_ssl = client_tls.context if client_tls is not None and url.startswith("https://") else None
             try:
-                self.metrics_ports.append(await metrics.listen(*split_host_port(address)))
+                self.metrics_ports.append(await metrics.listen(*split_host_port(address), ssl=metrics_ssl))
             except OSError as exc:
                 raise StartupError(f"cannot listen for metrics on {address}: {exc}") from exc
         log.info(
@@ -184,15 +196,26 @@ async def serve(cfg: ServerConfig) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.ensure_future(server.start())
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        await server.start()
+        # a member that cannot reach a quorum waits in start (to publish itself): SIGTERM still stops it
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            await server.stop()
+            return 0
+        starting.result()
     except BaseException:
+        stopping.cancel()
         await server.stop()
         raise
     assert server.member is not None
     quiet_gc()
     fatal = getattr(server.member.log, "fatal", None)
-    waiters = [asyncio.ensure_future(stop.wait())]
+    waiters = [stopping]
     if fatal is not None:
         waiters.append(fatal)
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

@@ -7,7 +7,8 @@ a fresh lease of 60 s, as etcd's session makes); Proclaim and Resign without a l
 ``"leader" field must be provided``. Errors reach the caller as etcd's do: their message with gRPC
 code Unknown (``election: not leader``, ``election: no leader``, ``etcdserver: requested lease not
 found``, ...). Observe streams the leader's key-value and each change of it, waits while nobody
-leads, and ends (status OK) if a read or watch it depends on fails, as etcd's does.
+leads, and ends (status OK) if a read or watch it depends on fails, as etcd's does. Every request
+runs with the caller's credentials (``LocalClient.for_call``), as etcd's runs with the caller's context.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ class ElectionService:
     def __init__(self, client: LocalClient) -> None:
         self.client = client
 
-    async def _leadership(self, leader: epb.LeaderKey) -> Leadership:
-        lease = await session_lease(self.client, leader.lease)
+    async def _leadership(self, client: LocalClient, leader: epb.LeaderKey) -> Leadership:
+        lease = await session_lease(client, leader.lease)
         return Leadership(leader.key, leader.rev, lease)
 
     async def Campaign(self, request: epb.CampaignRequest, call: ServerCall) -> epb.CampaignResponse:
-        lease = await session_lease(self.client, request.lease)
-        won, header = await election.campaign(self.client, request.name, lease, request.value)
+        client = self.client.for_call(call)  # the caller's identity, as etcd's v3election passes its context
+        lease = await session_lease(client, request.lease)
+        won, header = await election.campaign(client, request.name, lease, request.value)
         return epb.CampaignResponse(
             header=header, leader=epb.LeaderKey(name=request.name, key=won.key, rev=won.rev, lease=won.lease)
         )
@@ -39,19 +41,21 @@ class ElectionService:
     async def Proclaim(self, request: epb.ProclaimRequest, call: ServerCall) -> epb.ProclaimResponse:
         if not request.HasField("leader"):
             raise MissingLeaderKey()
-        header = await election.proclaim(self.client, await self._leadership(request.leader), request.value)
+        client = self.client.for_call(call)
+        header = await election.proclaim(client, await self._leadership(client, request.leader), request.value)
         return epb.ProclaimResponse(header=header)
 
     async def Resign(self, request: epb.ResignRequest, call: ServerCall) -> epb.ResignResponse:
         if not request.HasField("leader"):
             raise MissingLeaderKey()
-        header = await election.resign(self.client, await self._leadership(request.leader))
+        client = self.client.for_call(call)
+        header = await election.resign(client, await self._leadership(client, request.leader))
         return epb.ResignResponse(header=header)
 
     async def Leader(self, request: epb.LeaderRequest, call: ServerCall) -> epb.LeaderResponse:
-        header, kv = await election.leader(self.client, request.name)
+        header, kv = await election.leader(self.client.for_call(call), request.name)
         return epb.LeaderResponse(header=header, kv=kv)
 
     async def Observe(self, request: epb.LeaderRequest, call: ServerCall) -> None:
-        async for header, kv in election.observe(self.client, request.name):
+        async for header, kv in election.observe(self.client.for_call(call), request.name):
             await call.write(epb.LeaderResponse(header=header, kv=kv))

@@ -24,7 +24,7 @@ from kvstore.config import ServerConfig, peer_address
 from kvstore.errors import StartupError
 from kvstore.membership import ChangeContext, MemberInfo
 from kvstore.server.peer_requests import fetch_cluster
-from raft.transport import PeerRequestError
+from raft.transport import ClientSSL, PeerRequestError
 from raft.wal import WAL
 
 log = logging.getLogger("raftkv.server")
@@ -58,8 +58,9 @@ def _from_flags(cfg: ServerConfig) -> Identity:
     )
 
 
-async def resolve(cfg: ServerConfig, has_members: bool) -> Identity:
-    """The identity to start with; has_members tells whether the backend already records the membership."""
+async def resolve(cfg: ServerConfig, has_members: bool, client_ssl: ClientSSL = None) -> Identity:
+    """The identity to start with; has_members tells whether the backend already records the membership;
+    client_ssl is what the member dials its peers with (peer TLS), for a joining member's questions."""
     ids = WAL.read_identity(wal_dir(cfg))
     if ids is not None:
         ident = _from_flags(cfg)
@@ -67,7 +68,7 @@ async def resolve(cfg: ServerConfig, has_members: bool) -> Identity:
         if not has_members and cfg.initial_cluster_state == "existing":
             # a joining member that stopped before it applied anything: ask for the peers again
             try:
-                joined = await _join(cfg)
+                joined = await _join(cfg, client_ssl)
                 ident.peers, ident.known, ident.removed = joined.peers, joined.known, joined.removed
             except StartupError as exc:
                 log.warning(
@@ -81,14 +82,14 @@ async def resolve(cfg: ServerConfig, has_members: bool) -> Identity:
             mid: ChangeContext(0, name, tuple(urls)).encode() for mid, (name, urls) in cfg.members.items()
         }
         return ident
-    return await _join(cfg)
+    return await _join(cfg, client_ssl)
 
 
-async def _join(cfg: ServerConfig) -> Identity:
+async def _join(cfg: ServerConfig, client_ssl: ClientSSL) -> Identity:
     mine = sorted(cfg.initial_cluster[cfg.name])
     addresses = [url for name, urls in cfg.initial_cluster.items() if name != cfg.name for url in urls]
     try:
-        cluster_id, members, removed = await fetch_cluster(addresses, FETCH_TIMEOUT)
+        cluster_id, members, removed = await fetch_cluster(addresses, FETCH_TIMEOUT, client_ssl)
     except PeerRequestError as exc:
         raise StartupError(
             f"cannot fetch cluster info from peer urls: could not retrieve cluster information from the given "

@@ -15,6 +15,15 @@ call with ``etcdserver: not leader`` instead of forwarding again, and the follow
 leader and retries until the request timeout (then ``etcdserver: no leader`` or
 ``etcdserver: request timed out``, which end the client's stream as etcd's do).
 
+Auth: grants and revokes carry the caller's identity into the log (a revoke needs write permission
+on every key of the lease, checked by the applier); LeaseTimeToLive with auth enabled needs read
+permission on every key of the lease. The member the client called checks it (every member's
+lessor knows which keys a lease holds); a follower then forwards the call with the client's token.
+The leader checks a forwarded call again with that token, unless it comes over a connection whose
+client certificate is a member's own (with --client-cert-auth: the forwarding member vouches for
+a client it authenticated by certificate); a forwarded call is never authenticated by its
+certificate's name, which is the forwarding member's. Keep-alives need none, as in etcd.
+
 A keep-alive stream answers each request with the header filled before renewing (as etcd, so
 the revision never postdates a revoke the client has not seen) and TTL 0 for a lease that does
 not exist or was revoked. Renewals the leader can answer at once are answered inline; those that
@@ -37,10 +46,12 @@ import grpc
 
 from frontend.grpc import ServerCall
 from kvstore.apply import Op
-from kvstore.errors import EtcdError, NoLeader, NotLeader, Timeout
+from kvstore.errors import EtcdError, NoLeader, NotLeader, Timeout, UserEmpty, from_message
 from kvstore.lease.lessor import Lessor, NotPrimary
 from kvstore.lease.runner import LeaseRunner
+from kvstore.server.credentials import NO_USER, needs_auth, token_of
 from kvstore.server.member import Member
+from kvstore.tls import common_name
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
 
@@ -84,6 +95,9 @@ def _is_forwarded(call: ServerCall) -> bool:
     return call.metadata(FORWARDED_KEY) is not None
 
 
+_ANSWERS = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT)
+
+
 class _LinkBroken(Exception):
     """The stream to the leader failed; ask again once the leader is known."""
 
@@ -121,7 +135,8 @@ class LeaderLink:
             if self._channel is not None:
                 channel = self._channel
                 asyncio.get_running_loop().create_task(channel.close())
-            self._channel = grpc.aio.insecure_channel(target)
+            dialer = getattr(self.member, "client_dialer", None)
+            self._channel = dialer.channel(target) if dialer is not None else grpc.aio.insecure_channel(target)
             self._target = target
         assert self._channel is not None
         return self._channel
@@ -197,13 +212,20 @@ class LeaderLink:
             reader.cancel()
         self._fail_pending("leader changed")
 
-    async def time_to_live(self, target: str, request: pb.LeaseTimeToLiveRequest, timeout: float) -> Any:
+    async def time_to_live(
+        self, target: str, request: pb.LeaseTimeToLiveRequest, timeout: float, token: str | None = None
+    ) -> Any:
         channel = self._channel_to(target)
+        metadata = FORWARDED if token is None else (*FORWARDED, ("token", token))
         try:
-            return await rpc_pb2_grpc.LeaseStub(channel).LeaseTimeToLive(request, metadata=FORWARDED, timeout=timeout)
+            return await rpc_pb2_grpc.LeaseStub(channel).LeaseTimeToLive(request, metadata=metadata, timeout=timeout)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise Timeout() from None
+            if exc.code() in _ANSWERS:  # the leader's answer (permission denied, a bad token, ...)
+                answer = from_message(exc.details() or "")
+                if answer is not None:
+                    raise answer from None
             raise _LinkBroken(f"{exc.code()}: {exc.details()}") from exc
 
     async def close(self) -> None:
@@ -288,6 +310,34 @@ class LeaseService:
     async def close(self) -> None:
         await self.link.close()
 
+    async def _cred(self, call: ServerCall) -> tuple[str, int]:
+        member = self.member
+        return await member.credentials.for_log(call) if needs_auth(member, call) else NO_USER
+
+    def _from_a_member(self, call: ServerCall) -> bool:
+        """A call over a connection authenticated by a member's own certificate."""
+        mine = getattr(getattr(self.member, "client_dialer", None), "common_name", None)
+        return (
+            bool(mine)
+            and self.member.cfg.client_tls.client_cert_auth
+            and (common_name(call.peer_certificate()) == mine)
+        )
+
+    async def _check_ttl(self, call: ServerCall, keys: Any) -> None:
+        """Read permission on every key of the lease (etcd's checkLeaseTimeToLive)."""
+        member = self.member
+        if not needs_auth(member, call):
+            return
+        if _is_forwarded(call) and self._from_a_member(call):
+            return  # the member that forwarded it checked it
+        ai = await member.credentials.resolve(call, use_certificate=not _is_forwarded(call))
+        if not member.auth.enabled:
+            return
+        if ai is None:
+            raise UserEmpty()
+        for key in keys:
+            member.auth.check_range(ai, key, b"")
+
     # ---- through the log ----
 
     async def LeaseGrant(self, request: pb.LeaseGrantRequest, call: ServerCall) -> pb.LeaseGrantResponse:
@@ -295,12 +345,12 @@ class LeaseService:
         req = pb.LeaseGrantRequest(ID=request.ID, TTL=request.TTL)
         while req.ID == 0:  # no id given: choose one (positive), as etcd does, before proposing
             req.ID = self._ids.next() & ((1 << 63) - 1)
-        resp = await self.member.propose(Op.LEASE_GRANT, req.SerializeToString())
+        resp = await self.member.propose(Op.LEASE_GRANT, req.SerializeToString(), await self._cred(call))
         self.member.fill_header(resp.header)  # type: ignore[attr-defined]
         return resp  # type: ignore[return-value]
 
     async def LeaseRevoke(self, request: pb.LeaseRevokeRequest, call: ServerCall) -> pb.LeaseRevokeResponse:
-        resp = await self.member.propose(Op.LEASE_REVOKE, request.SerializeToString())
+        resp = await self.member.propose(Op.LEASE_REVOKE, request.SerializeToString(), await self._cred(call))
         self.member.fill_header(resp.header)  # type: ignore[attr-defined]
         return resp  # type: ignore[return-value]
 
@@ -327,6 +377,7 @@ class LeaseService:
                 if lease is None:
                     resp = pb.LeaseTimeToLiveResponse(ID=request.ID, TTL=-1)
                 else:
+                    await self._check_ttl(call, sorted(lease.keys))
                     resp = pb.LeaseTimeToLiveResponse(
                         ID=request.ID, TTL=self.lessor.time_to_live(lease), grantedTTL=lease.ttl
                     )
@@ -335,8 +386,11 @@ class LeaseService:
                 break
             target = self.link.leader_address()
             if target is not None:
+                local = self.lessor.lookup(request.ID)
+                if local is not None:  # checked here, where the client is known (its certificate, say)
+                    await self._check_ttl(call, sorted(local.keys))
                 try:
-                    resp = await self.link.time_to_live(target, request, max(left, 0.001))
+                    resp = await self.link.time_to_live(target, request, max(left, 0.001), token_of(call))
                     break
                 except _LinkBroken:
                     pass

@@ -5,7 +5,8 @@ lease of 60 s, ``kvstore.concurrency.session``) through the member's in-process 
 is nothing but keys, leases and watches: it is released when its key is deleted (Unlock, or the
 lease expiring or being revoked), and waiters learn of it by watching. Unlock deletes the key it is
 given (any key: etcd does not check ownership). Errors of the requests made on the caller's behalf
-reach it as etcd's do: their message with gRPC code Unknown.
+reach it as etcd's do: their message with gRPC code Unknown. Every request runs with the caller's
+credentials (``LocalClient.for_call``), so with auth on the caller needs permission on the lock's keys.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ class LockService:
         self.client = client
 
     async def Lock(self, request: lockpb.LockRequest, call: ServerCall) -> lockpb.LockResponse:
-        lease = await session_lease(self.client, request.lease)
-        key, header = await mutex.lock(self.client, request.name, lease)
+        client = self.client.for_call(call)  # the caller's identity, as etcd's v3lock passes its context
+        lease = await session_lease(client, request.lease)
+        key, header = await mutex.lock(client, request.name, lease)
         return lockpb.LockResponse(header=header, key=key)
 
     async def Unlock(self, request: lockpb.UnlockRequest, call: ServerCall) -> lockpb.UnlockResponse:
-        resp = await mutex.unlock(self.client, request.key)
+        resp = await mutex.unlock(self.client.for_call(call), request.key)
         return lockpb.UnlockResponse(header=resp.header)

@@ -1,7 +1,11 @@
 """The etcd Maintenance service: Status (what etcdctl endpoint status/health use, with the alarms and
 ``etcdserver: no leader`` in its errors, as etcd's), Alarm (list, activate, deactivate, through the
 log), Defragment (``Member.defragment``), Snapshot, Hash and HashKV (thin wrappers of
-``kvstore.snapshot.maintenance``) and MoveLeader."""
+``kvstore.snapshot.maintenance``) and MoveLeader.
+
+With auth enabled, Snapshot, Hash, HashKV, Defragment and Downgrade are for admins (the root role) only, as
+in etcd; Status and MoveLeader need no credentials, and Alarm refuses an invalid token (etcd resolves the
+caller of every request it proposes; its applier checks no permission for alarms)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import os
 from frontend.grpc import GrpcError, ServerCall, StatusCode
 from kvstore.alarms import go_text
 from kvstore.errors import NoLeader
+from kvstore.server.credentials import needs_auth
 from kvstore.server.member import VERSION, Member, etcd_error
 from kvstore.server.rpc import unimplemented
 from kvstore.snapshot.maintenance import hash_backend, hash_kv, make_snapshot, snapshot_chunks
@@ -48,17 +53,26 @@ class MaintenanceService:
         member.fill_header(resp.header)
         return resp
 
+    async def _admin(self, call: ServerCall) -> None:
+        member = self.member
+        if needs_auth(member, call):
+            member.auth.check_admin(await member.credentials.resolve(call))
+
     async def Alarm(self, request: pb.AlarmRequest, call: ServerCall) -> pb.AlarmResponse:
+        if needs_auth(self.member, call):
+            await self.member.credentials.resolve(call)
         # through the log for every action, as etcd; its answer carries no header
         return await self.member.alarm(request)
 
     async def Defragment(self, request: pb.DefragmentRequest, call: ServerCall) -> pb.DefragmentResponse:
+        await self._admin(call)
         log.info("starting defragment")
         # a client that gives up does not stop it midway (etcd's goes on as well)
         await asyncio.shield(asyncio.ensure_future(self.member.defragment()))
         return pb.DefragmentResponse()  # etcd's carries no header
 
     async def Hash(self, request: pb.HashRequest, call: ServerCall) -> pb.HashResponse:
+        await self._admin(call)
         h, revision = await hash_backend(self.member, VERSION)
         resp = pb.HashResponse(hash=h)
         resp.header.revision = revision
@@ -66,6 +80,7 @@ class MaintenanceService:
         return resp
 
     async def HashKV(self, request: pb.HashKVRequest, call: ServerCall) -> pb.HashKVResponse:
+        await self._admin(call)
         h, current_rev, compact_rev = await hash_kv(self.member, request.revision)
         resp = pb.HashKVResponse(hash=h, compact_revision=compact_rev)
         resp.header.revision = current_rev
@@ -85,9 +100,14 @@ class MaintenanceService:
         member.fill_header(resp.header)
         return resp
 
-    Downgrade = unimplemented("Maintenance", "Downgrade")
+    _downgrade = unimplemented("Maintenance", "Downgrade")
+
+    async def Downgrade(self, request: pb.DowngradeRequest, call: ServerCall) -> pb.DowngradeResponse:
+        await self._admin(call)
+        return self._downgrade(request, call)
 
     async def Snapshot(self, request: pb.SnapshotRequest, call: ServerCall) -> None:
+        await self._admin(call)
         member = self.member
         folder = member.snapshot_dir() / f"outgoing-etcd-{os.getpid()}-{next(_snapshot_seq)}"
         path = folder / "db"

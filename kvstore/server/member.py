@@ -38,6 +38,8 @@ import msgpack
 from kvstore import compactor, corrupt
 from kvstore.alarms import CORRUPT, NOSPACE
 from kvstore.apply import Applier, CompactResult, ConfChangeResult, Op, encode_request
+from kvstore.auth import AuthStore, token_provider
+from kvstore.auth.passwords import Passwords
 from kvstore.config import ServerConfig, peer_address
 from kvstore.errors import (
     BadLeaderTransferee,
@@ -61,6 +63,7 @@ from kvstore.mvcc.stats import MvccStats
 from kvstore.mvcc.store import CompactionJob
 from kvstore.quota import Quota
 from kvstore.server import peer_requests
+from kvstore.server.credentials import Credentials
 from kvstore.snapshot.maintenance import hash_kv
 from kvstore.watch import WatchHub
 from proto.etcdserverpb import rpc_pb2 as pb
@@ -109,6 +112,9 @@ class Member:
         self.mvcc_stats = MvccStats()  # counted across every store this member opens
         self.proposals_failed = 0  # etcd_server_proposals_failed_total
         self.backend_commit = Histogram(FSYNC_BUCKETS)  # the periodic backend sync (etcd: backend commit)
+        self.auth = AuthStore(backend, token_provider(cfg.auth_token, cfg.auth_token_ttl))
+        self.passwords = Passwords(cfg.bcrypt_cost)
+        self.credentials = Credentials(self, cfg.client_tls.client_cert_auth)
         self._open_state(backend)
         self.log = replicated_log
         self.lease_runner = LeaseRunner(
@@ -150,7 +156,7 @@ class Member:
             self.watch_hub = WatchHub(self.store)
         else:
             self.watch_hub.reset(self.store)  # watchers catch up from the new store, or are canceled if compacted
-        self.applier = Applier(self.store, leases=self.lessor, on_changes=self.watch_hub.notify)
+        self.applier = Applier(self.store, leases=self.lessor, on_changes=self.watch_hub.notify, auth=self.auth)
 
     @property
     def applied_index(self) -> int:
@@ -196,6 +202,7 @@ class Member:
                 await task
         await self.log.stop()
         await self.watch_hub.stop()
+        self.passwords.close()
         self.backend.close()
 
     async def _publish_attributes(self) -> None:
@@ -291,6 +298,7 @@ class Member:
             os.replace(path, db_dir / "data.mdb")
             backend = Backend(db_dir)
         self.lessor.reload(backend)  # before the store, which re-attaches the leased keys
+        self.auth.reload(backend)
         self._open_state(backend)
         self.quota.invalidate()
         if self.applier.membership.members:
@@ -318,12 +326,15 @@ class Member:
             if not fut.done():
                 fut.set_result(None)
 
-    async def propose(self, op: Op, body: bytes) -> object:
-        """Proposes a request and returns the applier's result for it (raising etcd's errors)."""
+    async def propose(self, op: Op, body: bytes, auth: tuple[str, int] | None = None) -> object:
+        """Proposes a request and returns the applier's result for it (raising etcd's errors).
+
+        auth is (username, auth revision) for a client's request (("", 0) without credentials), which
+        the applier checks when auth is enabled; None for the member's own requests."""
         request_id = next(self._ids)
-        if etcd_request_size(len(body), request_id) > self.cfg.max_request_bytes:
+        if etcd_request_size(len(body), request_id, auth) > self.cfg.max_request_bytes:
             raise RequestTooLarge()
-        data = encode_request(op, request_id, body)
+        data = encode_request(op, request_id, body, auth)
         fut = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = (fut, time.monotonic() + self._timeout)
         try:
@@ -569,9 +580,13 @@ def _varint_len(n: int) -> int:
     return max(1, (n.bit_length() + 6) // 7)
 
 
-def etcd_request_size(body_len: int, request_id: int) -> int:
+def etcd_request_size(body_len: int, request_id: int, auth: tuple[str, int] | None = None) -> int:
     """The size etcd checks against --max-request-bytes: its InternalRaftRequest with the request's
-    header (a field holding the id) and the request itself as one field; our own log envelope is
-    of a similar size, but the limit is etcd's, to the byte."""
+    header (a field holding the id, and the username and auth revision of an authenticated
+    request) and the request itself as one field; our own log envelope is of a similar size, but
+    the limit is etcd's, to the byte."""
     header = 1 + _varint_len(request_id)  # field 1 of RequestHeader: the id
+    if auth is not None and auth[0]:
+        name = len(auth[0].encode())
+        header += 1 + _varint_len(name) + name + (1 + _varint_len(auth[1]) if auth[1] else 0)
     return (2 + _varint_len(header) + header) + (1 + _varint_len(body_len) + body_len)  # header is field 100

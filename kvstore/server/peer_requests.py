@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from kvstore import errors
-from kvstore.errors import EtcdError
+from kvstore.config import peer_address
+from kvstore.errors import EtcdError, StartupError
 from kvstore.membership import MemberInfo
 from kvstore.snapshot.maintenance import hash_kv
-from raft.transport import PeerRequestError, ask
+from raft.transport import ClientSSL, PeerRequestError, ask
 
 if TYPE_CHECKING:
     from kvstore.server.member import Member
@@ -102,15 +103,20 @@ async def ask_promote(member: Member, leader: int, member_id: int) -> list[Membe
     return members_from_wire(_result(raw))
 
 
-async def fetch_cluster(addresses: list[str], timeout: float) -> tuple[int, list[MemberInfo], set[int]]:
+async def fetch_cluster(
+    addresses: list[str], timeout: float, client_ssl: ClientSSL = None
+) -> tuple[int, list[MemberInfo], set[int]]:
     """(cluster id, members, removed ids) from the first member at addresses that answers (etcd's
-    GetClusterFromRemotePeers); PeerRequestError naming every failure when none does."""
+    GetClusterFromRemotePeers; dialled with the peer TLS of client_ssl when given); PeerRequestError
+    naming every failure when none does."""
     problems = []
     for address in addresses:
         try:
-            value = _result(await ask(address, msgpack.packb([MEMBERS, None]), timeout))
+            # peer URLs (https:// with peer TLS) or host:port
+            where = peer_address(address) if "://" in address else address
+            value = _result(await ask(where, msgpack.packb([MEMBERS, None]), timeout, client_ssl))
             cluster_id, wire, removed = value
             return int(cluster_id), members_from_wire(wire), {int(i) for i in removed}
-        except (PeerRequestError, EtcdError, ValueError, TypeError) as exc:
+        except (PeerRequestError, EtcdError, StartupError, ValueError, TypeError) as exc:
             problems.append(f"{address}: {exc}")
     raise PeerRequestError("; ".join(problems) or "no peer URLs to ask")

@@ -14,6 +14,7 @@ from typing import Any
 from frontend.grpc import Kind, Method
 from frontend.protocol import FrontendConfig
 from frontend.server import FrontendServer
+from kvstore.server.auth_service import AuthService
 from kvstore.server.cluster_service import ClusterService
 from kvstore.server.election_service import ElectionService
 from kvstore.server.kv_service import KVService
@@ -40,6 +41,25 @@ TABLE: dict[str, list[tuple[str, Kind, Any]]] = {
         ("Compact", U, pb.CompactionRequest),
     ],
     "Watch": [("Watch", B, pb.WatchRequest)],
+    "Auth": [
+        ("AuthEnable", U, pb.AuthEnableRequest),
+        ("AuthDisable", U, pb.AuthDisableRequest),
+        ("AuthStatus", U, pb.AuthStatusRequest),
+        ("Authenticate", U, pb.AuthenticateRequest),
+        ("UserAdd", U, pb.AuthUserAddRequest),
+        ("UserGet", U, pb.AuthUserGetRequest),
+        ("UserList", U, pb.AuthUserListRequest),
+        ("UserDelete", U, pb.AuthUserDeleteRequest),
+        ("UserChangePassword", U, pb.AuthUserChangePasswordRequest),
+        ("UserGrantRole", U, pb.AuthUserGrantRoleRequest),
+        ("UserRevokeRole", U, pb.AuthUserRevokeRoleRequest),
+        ("RoleAdd", U, pb.AuthRoleAddRequest),
+        ("RoleGet", U, pb.AuthRoleGetRequest),
+        ("RoleList", U, pb.AuthRoleListRequest),
+        ("RoleDelete", U, pb.AuthRoleDeleteRequest),
+        ("RoleGrantPermission", U, pb.AuthRoleGrantPermissionRequest),
+        ("RoleRevokePermission", U, pb.AuthRoleRevokePermissionRequest),
+    ],
     "Lease": [
         ("LeaseGrant", U, pb.LeaseGrantRequest),
         ("LeaseRevoke", U, pb.LeaseRevokeRequest),
@@ -115,6 +135,7 @@ def member_services(member: Any) -> tuple[dict[str, object], LeaseService, Local
         "Lease": lease,
         "Cluster": ClusterService(member),
         "Maintenance": MaintenanceService(member),
+        "Auth": AuthService(member),
         "Lock": LockService(local),
         "Election": ElectionService(local),
     }

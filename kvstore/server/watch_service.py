@@ -13,6 +13,10 @@ leader`` when the member knows no leader, and is ended with that status once the
 no leader for three election timeouts in a row (etcd's ``monitorLeader``, checked once per
 election timeout, for all such calls together).
 
+Auth: each create request is checked for read permission on its whole range (etcd checks only
+the start key of a from-key watch); a refused one gets etcd's created-and-canceled response with
+the gRPC error string as cancel reason, and the stream goes on.
+
 A stream whose client stops reading is ended with ``SlowConsumer`` once what it holds back
 passes its memory limit (see ``kvstore.watch.stream``), at once, even while a write is held back
 by the client's flow control (what the front end still had queued for it is dropped).
@@ -26,13 +30,38 @@ from typing import Any
 
 from frontend.grpc import ServerCall
 from kvstore.config import GRPC_OVERHEAD_BYTES
-from kvstore.errors import NoLeader
+from kvstore.errors import AuthOldRevision, EtcdError, InvalidAuthToken, NoLeader, UserEmpty
+from kvstore.server.credentials import Call, needs_auth
 from kvstore.watch import WatchStream
 from proto.etcdserverpb import rpc_pb2 as pb
 
 REQUIRE_LEADER_KEY = "hasleader"  # etcd's rpctypes.MetadataRequireLeaderKey
 REQUIRE_LEADER_VALUE = "true"
 NO_LEADER_TIMEOUTS = 3  # etcd: maxNoLeaderCnt
+
+_GO_CODES = {"PERMISSION_DENIED": "PermissionDenied", "UNAUTHENTICATED": "Unauthenticated"}
+
+
+def grpc_error_string(exc: EtcdError) -> str:
+    """What Go's status error prints: etcd's cancel reasons are such strings."""
+    name = exc.code.name
+    go = _GO_CODES.get(name) or "".join(part.capitalize() for part in name.split("_"))
+    return f"rpc error: code = {go} desc = {exc.message}"
+
+
+WATCH_DENIED = "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+
+
+async def watch_refusal(member: Any, call: Call, creq: pb.WatchCreateRequest) -> str | None:
+    """etcd's cancel reason for a watch the caller may not create, None if it may."""
+    try:
+        ai = await member.credentials.resolve(call)
+        member.auth.check_range(ai, creq.key or b"\x00", creq.range_end)
+    except (InvalidAuthToken, AuthOldRevision, UserEmpty) as exc:
+        return grpc_error_string(exc)
+    except EtcdError:
+        return WATCH_DENIED
+    return None
 
 
 def _varint_len(n: int) -> int:
@@ -100,7 +129,7 @@ class WatchService:
         failed = loop.create_future()
         stream.on_ready = ready.set
         stream.on_failed = lambda: failed.done() or failed.set_result(None)
-        reader = asyncio.ensure_future(self._receive(call, stream))
+        reader = asyncio.ensure_future(self._receive(call, stream, call))
         reader.add_done_callback(lambda _: ready.set())
         sender = asyncio.ensure_future(self._send(call, stream, ready, reader))
         if require_leader:
@@ -122,8 +151,14 @@ class WatchService:
             self._leader_streams.pop(stream, None)
             stream.close()
 
-    async def _receive(self, requests: AsyncIterator[pb.WatchRequest], stream: WatchStream) -> None:
+    async def _receive(self, requests: AsyncIterator[pb.WatchRequest], stream: WatchStream, call: ServerCall) -> None:
+        member = self.member
         async for req in requests:
+            if req.WhichOneof("request_union") == "create_request" and needs_auth(member, call):
+                reason = await watch_refusal(member, call, req.create_request)
+                if reason is not None:
+                    stream.refuse(reason)
+                    continue
             stream.handle(req)
 
     async def _send(self, call: ServerCall, stream: WatchStream, ready: asyncio.Event, reader: asyncio.Future) -> None:

@@ -13,9 +13,9 @@ Nothing is half-written: the directory is built under a temporary name beside th
 renamed into place only when complete and synced; on any error it is removed and the target
 never exists. A target that already exists is refused, as etcd refuses it.
 
-raftkv does not implement authentication yet, so a snapshot with authentication enabled is
-refused (serving its keys without the access control they had would be a silent downgrade);
-users and roles of a snapshot with authentication disabled are kept as they are.
+Users, roles, permissions and whether authentication is enabled come with the snapshot byte for
+byte (etcd's ``authpb`` records, bcrypt hashes included), so a cluster restored from a snapshot of
+a cluster with authentication enabled enforces the same access control from its first request.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import lmdb
 from google.protobuf.message import DecodeError
 
 from kvstore import config
+from kvstore.auth import AuthStore
 from kvstore.bbolt import BboltError, Bucket
 from kvstore.config import ServerConfig
 from kvstore.errors import StartupError
@@ -113,7 +114,6 @@ def restore(cfg: RestoreConfig) -> RestoreResult:
     if target.exists():
         raise SnapshotError(f'data-dir "{target}" exists')
     with open_snapshot(cfg.snapshot, cfg.skip_hash_check) as snap:
-        _refuse_enabled_auth(snap)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.restore-", dir=target.parent))
         try:
@@ -128,15 +128,6 @@ def restore(cfg: RestoreConfig) -> RestoreResult:
             raise
     result.data_dir = target
     return result
-
-
-def _refuse_enabled_auth(snap: Snapshot) -> None:
-    auth = _bucket(snap, s.AUTH)
-    if auth is not None and auth.get(s.AUTH_ENABLED) == s.AUTH_ENABLED_VALUE:
-        raise SnapshotError(
-            f"snapshot {snap.path} has authentication enabled, which raftkv does not implement yet; "
-            "disable it on the source cluster (etcdctl auth disable), take the snapshot again, and restore that"
-        )
 
 
 def _bucket(snap: Snapshot, name: bytes) -> Bucket | None:
@@ -247,7 +238,8 @@ def _verify_opens(backend: Backend, snap: Snapshot) -> int:
     try:
         lessor = Lessor(backend)
         store = KVStore(backend, leases=lessor)
-    except (StartupError, AssertionError) as exc:
+        AuthStore(backend)  # every user and role decodes
+    except (StartupError, AssertionError, DecodeError, UnicodeDecodeError) as exc:
         raise SnapshotError(f"snapshot {snap.path} does not hold a consistent store: {exc}") from exc
     return store.current_rev
 

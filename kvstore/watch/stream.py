@@ -113,7 +113,7 @@ class WatchStream:
         raw_end = creq.range_end
         end = None if not raw_end else (b"" if raw_end == b"\x00" else raw_end)
         if end and key >= end:
-            self._refuse(EMPTY_RANGE)
+            self.refuse(EMPTY_RANGE)
             return None
         wid = creq.watch_id
         watchers = self.watchers
@@ -123,7 +123,7 @@ class WatchStream:
                 wid += 1
             self.next_id = wid + 1
         elif wid in watchers:
-            self._refuse(DUPLICATE_ID)
+            self.refuse(DUPLICATE_ID)
             return None
         filters = creq.filters
         w = Watcher(
@@ -147,7 +147,8 @@ class WatchStream:
         hub.add(w, creq.start_revision or rev + 1)
         return w
 
-    def _refuse(self, reason: str) -> None:
+    def refuse(self, reason: str) -> None:
+        """Answers a create request with a created-and-canceled response (etcd's way to refuse a watch)."""
         resp = pb.WatchResponse(watch_id=INVALID_WATCH_ID, created=True, canceled=True, cancel_reason=reason)
         resp.header.revision = self.hub.store.current_rev
         self.push(resp)

@@ -79,8 +79,13 @@ def test_an_altered_backend_is_found(tmp_path: Path) -> None:
         got = etcdctl(victim.endpoint, "get", key.decode(), "--print-value-only", "--consistency=s", check=True)
         assert got.stdout.strip() == "flipped!"
         wait_for(lambda: etcdctl(eps, "alarm", "list").stdout.strip() == "alarm:CORRUPT", "the CORRUPT alarm")
-        for m in c.members:
-            assert "alarm:CORRUPT" in etcdctl(m.endpoint, "endpoint", "status", "-w", "json", check=True).stdout
+        for m in c.members:  # each member shows it once it applied it (the restarted one may still be catching up)
+            wait_for(
+                lambda m=m: (
+                    "alarm:CORRUPT" in etcdctl(m.endpoint, "endpoint", "status", "-w", "json", check=True).stdout
+                ),
+                f"the CORRUPT alarm in {m.name}'s status",
+            )
         refused = etcdctl(eps, "put", "more", "v")
         assert refused.returncode != 0 and "etcdserver: corrupt cluster" in refused.stderr
         assert etcdctl(eps, "get", "data/3", "--print-value-only", check=True).stdout.strip() == "value 3"

@@ -409,7 +409,7 @@ class Ids:
 
 
 def learn_ids(member: Process) -> Ids:
-    with grpc.insecure_channel(member.endpoint) as channel:
+    with member.channel() as channel:
         status = rpc_pb2_grpc.MaintenanceStub(channel).Status(pb.StatusRequest(), timeout=5)
     assert status.leader == status.header.member_id, f"{member.name} is not its own leader: {status}"
     h = status.header
@@ -417,11 +417,11 @@ def learn_ids(member: Process) -> Ids:
     return Ids(member.endpoint, peer_url, member.name, h.cluster_id, h.member_id, h.raft_term)
 
 
-def run_etcdctl(endpoint: str, step: Step) -> tuple[int, bytes, bytes]:
+def run_etcdctl(endpoint: str, step: Step, flags: Iterable[str] = ()) -> tuple[int, bytes, bytes]:
     assert ETCDCTL is not None, "etcdctl is not installed (apt-get install etcd-client)"
     args = [os.fsencode(a) if isinstance(a, str) else a for a in step.args]
     proc = subprocess.run(
-        [ETCDCTL, f"--endpoints={endpoint}", *ETCDCTL_TIMEOUTS, *args],
+        [ETCDCTL, f"--endpoints={endpoint}", *ETCDCTL_TIMEOUTS, *flags, *args],
         input=step.stdin,
         capture_output=True,
         env={**os.environ, "ETCDCTL_API": "3"},
@@ -430,14 +430,20 @@ def run_etcdctl(endpoint: str, step: Step) -> tuple[int, bytes, bytes]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
-STUBS = {"KV": rpc_pb2_grpc.KVStub, "Maintenance": rpc_pb2_grpc.MaintenanceStub}
+STUBS = {
+    "KV": rpc_pb2_grpc.KVStub,
+    "Maintenance": rpc_pb2_grpc.MaintenanceStub,
+    "Auth": rpc_pb2_grpc.AuthStub,
+    "Lease": rpc_pb2_grpc.LeaseStub,
+    "Cluster": rpc_pb2_grpc.ClusterStub,
+}
 
 
-def run_rpc(channel: grpc.Channel, step: Step) -> Outcome:
+def run_rpc(channel: grpc.Channel, step: Step, metadata: tuple[tuple[str, str], ...] = ()) -> Outcome:
     assert step.rpc is not None
     service, method, request = step.rpc
     try:
-        response = getattr(STUBS[service](channel), method)(request, timeout=10)
+        response = getattr(STUBS[service](channel), method)(request, timeout=10, metadata=metadata or None)
     except grpc.RpcError as exc:
         return Outcome(f"gRPC {exc.code().name}", "", exc.details() or "")
     return Outcome("gRPC OK", text_format.MessageToString(response), "")
@@ -445,13 +451,14 @@ def run_rpc(channel: grpc.Channel, step: Step) -> Outcome:
 
 def run_sequence(member: Process, ids: Ids, steps: list[Step]) -> list[Outcome]:
     outcomes = []
-    with grpc.insecure_channel(member.endpoint) as channel:
+    flags = member.tls.etcdctl_args() if member.tls is not None else []
+    with member.channel() as channel:
         for step in steps:
             if step.rpc is not None:
                 out = run_rpc(channel, step)
                 outcomes.append(Outcome(out.code, normalize_text(out.stdout, ids), out.stderr))
                 continue
-            code, stdout, stderr = run_etcdctl(member.endpoint, step)
+            code, stdout, stderr = run_etcdctl(member.endpoint, step, flags)
             outcomes.append(Outcome(f"exit {code}", *normalize(step, stdout, stderr, ids)))
     return outcomes
 

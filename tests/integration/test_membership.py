@@ -218,7 +218,7 @@ def test_a_learner_catches_up_and_is_promoted(cluster: LocalCluster) -> None:
         assert st is not None and st.isLearner
         # a learner serves serializable reads only
         assert etcdctl(m.endpoint, "get", "learner", "--prefix", "--consistency=s", check=True).returncode == 0
-        for args in (("put", "x", "y"), ("get", "x"), ("member", "list")):
+        for args in (("put", "x", "y"), ("get", "x"), ("member", "list"), ("user", "list")):  # Auth too
             r = etcdctl(m.endpoint, *args)
             assert r.returncode != 0 and "etcdserver: rpc not supported for learner" in r.stderr, args
         out = ctl_retrying(eps, "member", "promote", f"{new_id:x}", transient=("in sync with leader",))

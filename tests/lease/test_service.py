@@ -16,6 +16,7 @@ import pytest
 
 from frontend.server import FrontendServer
 from kvstore.apply.codec import Op
+from kvstore.auth import AuthStore
 from kvstore.errors import EtcdError
 from kvstore.lease import apply_lease_checkpoint, apply_lease_grant, apply_lease_revoke
 from kvstore.lease.runner import LeaseRunner
@@ -73,9 +74,10 @@ class FakeMember:
         self.cfg = SimpleNamespace(request_timeout_s=timeout)
         self.applier = SimpleNamespace(membership=SimpleNamespace(members=cluster.membership))
         self.lease_runner = LeaseRunner(self, node.lessor, election_timeout=1.0, request_timeout=timeout)
+        self.auth = AuthStore(node.store.backend)  # auth off: what the services check first
         cluster.members[member_id] = self
 
-    async def propose(self, op: Op, body: bytes) -> object:
+    async def propose(self, op: Op, body: bytes, auth: tuple[str, int] | None = None) -> object:
         return await self.cluster.propose(op, body, self.member_id)
 
     async def read_barrier(self) -> None:

@@ -31,6 +31,8 @@ from tests.procs import free_port
 
 CLUSTER = 0xC1
 LOCAL = "127.0.0.1:0"
+HELLO_BODY = [tr.PROTOCOL_VERSION, b"n" * tr.NONCE_BYTES]
+UNVERIFIED = tr.PeerSecurity(verify_identity=False)  # frame checks alone, for raw peers posing as members
 
 
 class Member:
@@ -123,9 +125,9 @@ def rejections(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def three(tmp_path: Path) -> AsyncIterator[list[Member]]:
+async def three(tmp_path: Path, **kw) -> AsyncIterator[list[Member]]:
     """Three started transports (ids 1, 2, 3) that know each other."""
-    members = [await Member(i, tmp_path).start() for i in (1, 2, 3)]
+    members = [await Member(i, tmp_path, **kw).start() for i in (1, 2, 3)]
     for m in members:
         m.t.set_peers({o.id: o.addr for o in members})
     try:
@@ -138,6 +140,13 @@ async def three(tmp_path: Path) -> AsyncIterator[list[Member]]:
 @pytest.fixture
 async def trio_(tmp_path: Path) -> AsyncIterator[list[Member]]:
     async with three(tmp_path) as members:
+        yield members
+
+
+@pytest.fixture
+async def trio_unverified(tmp_path: Path) -> AsyncIterator[list[Member]]:
+    """Members that take a HELLO's word for who sent it, so raw frames can pose as member 3."""
+    async with three(tmp_path, security=UNVERIFIED) as members:
         yield members
 
 
@@ -206,7 +215,8 @@ async def test_batching_many_sends_become_few_frames(tmp_path: Path) -> None:
         for call in range(30):  # 30 send() calls in one loop iteration, 3000 messages
             a.t.send([app(1, 2, call * 100 + i) for i in range(1, 101)])
         await wait_until(lambda: sum(len(f[4]) for f in frames if f[3] == tr.MSG) == 3000)
-        assert frames[0] == [CLUSTER, 1, 2, tr.HELLO, tr.PROTOCOL_VERSION]
+        assert frames[0][:4] == [CLUSTER, 1, 2, tr.HELLO] and frames[0][4][0] == tr.PROTOCOL_VERSION
+        assert len(frames[0][4][1]) == tr.NONCE_BYTES
         msg_frames = [f for f in frames if f[3] == tr.MSG]
         assert len(msg_frames) <= 2
         got = [Message.from_wire(w) for f in msg_frames for w in f[4]]
@@ -328,13 +338,13 @@ async def raw_connect(member: Member) -> tuple[asyncio.StreamReader, asyncio.Str
 
 
 async def test_stranger_rejected_while_right_cluster_delivered(
-    trio_: list[Member], warnings_log: pytest.LogCaptureFixture
+    trio_unverified: list[Member], warnings_log: pytest.LogCaptureFixture
 ) -> None:
-    a, b, _ = trio_
+    a, b, _ = trio_unverified
     # a raw client posing as member 3: the same frames, once with our cluster id and once without
     reader, writer = await raw_connect(b)
     good = heartbeat(3, 2, 7)
-    writer.write(frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + frame(tr.MSG, [good.to_wire()], frm=3))
+    writer.write(frame(tr.HELLO, HELLO_BODY, frm=3) + frame(tr.MSG, [good.to_wire()], frm=3))
     await writer.drain()
     await wait_until(lambda: good in b.delivered)
     bad = heartbeat(3, 2, 8)
@@ -345,7 +355,7 @@ async def test_stranger_rejected_while_right_cluster_delivered(
     writer.close()
 
     reader, writer = await raw_connect(b)  # a stranger from another cluster, from its first frame
-    writer.write(frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3, cluster=0xBAD) + frame(tr.MSG, [bad.to_wire()], frm=3))
+    writer.write(frame(tr.HELLO, HELLO_BODY, frm=3, cluster=0xBAD) + frame(tr.MSG, [bad.to_wire()], frm=3))
     await writer.drain()
     assert await closed_by_peer(reader)
     writer.close()
@@ -364,26 +374,26 @@ async def test_stranger_rejected_while_right_cluster_delivered(
         (b"\x00\x00\x00\x05hello", "undecodable_frame"),
         (os.urandom(64) + b"\x00\x00\x00\x00" * 4, None),  # anything: just must not crash or deliver
         (b"\xff\xff\xff\xff", "frame_too_large"),
-        (frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3, to=7), "to_id_mismatch"),
-        (frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=99), "unknown_peer"),
-        (frame(tr.HELLO, 99, frm=3), "protocol_version"),
+        (frame(tr.HELLO, HELLO_BODY, frm=3, to=7), "to_id_mismatch"),
+        (frame(tr.HELLO, HELLO_BODY, frm=99), "unknown_peer"),
+        (frame(tr.HELLO, [99, b"n" * 16], frm=3), "protocol_version"),
         (frame(tr.MSG, [], frm=3), "expected_hello"),
         (struct.pack(">I", 3) + msgpack.packb([1, 2]), "malformed_frame"),
         (
-            frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + struct.pack(">I", tr.MAX_FRAME + 1) + b"\x00" * 100,
+            frame(tr.HELLO, HELLO_BODY, frm=3) + struct.pack(">I", tr.MAX_FRAME + 1) + b"\x00" * 100,
             "frame_too_large",
         ),
         (
-            frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + frame(tr.MSG, [heartbeat(3, 1, 1).to_wire()], frm=3),
+            frame(tr.HELLO, HELLO_BODY, frm=3) + frame(tr.MSG, [heartbeat(3, 1, 1).to_wire()], frm=3),
             "bad_message",
         ),  # the frame is for us but the message inside is addressed to member 1
         (
-            frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + frame(tr.MSG, [snap_msg(3, 2).to_wire()], frm=3),
-            "bad_message",
+            frame(tr.HELLO, HELLO_BODY, frm=3) + frame(tr.MSG, [snap_msg(3, 2).to_wire()], frm=3),
+            "undecodable_message",
         ),  # MsgSnap only travels with its file
-        (frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + frame(tr.MSG, [[1, 2, 3]], frm=3), "undecodable_message"),
+        (frame(tr.HELLO, HELLO_BODY, frm=3) + frame(tr.MSG, [[1, 2, 3]], frm=3), "undecodable_message"),
         (
-            frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3) + frame(tr.MSG, [heartbeat(1, 2, 1).to_wire()], frm=1),
+            frame(tr.HELLO, HELLO_BODY, frm=3) + frame(tr.MSG, [heartbeat(1, 2, 1).to_wire()], frm=1),
             "from_id_mismatch",
         ),
     ],
@@ -404,9 +414,9 @@ async def test_stranger_rejected_while_right_cluster_delivered(
     ],
 )
 async def test_bad_input_rejected_and_logged(
-    trio_: list[Member], warnings_log: pytest.LogCaptureFixture, data: bytes, reason: str | None
+    trio_unverified: list[Member], warnings_log: pytest.LogCaptureFixture, data: bytes, reason: str | None
 ) -> None:
-    a, b, _ = trio_
+    a, b, _ = trio_unverified
     reader, writer = await raw_connect(b)
     writer.write(data)
     await writer.drain()
@@ -479,11 +489,11 @@ async def test_snapshot_connection_dies_midway_sender_reports_failure(tmp_path: 
 
 
 async def test_snapshot_connection_dies_midway_receiver_leaves_no_file(
-    trio_: list[Member], warnings_log: pytest.LogCaptureFixture
+    trio_unverified: list[Member], warnings_log: pytest.LogCaptureFixture
 ) -> None:
-    _, b, _ = trio_
+    _, b, _ = trio_unverified
     _, writer = await raw_connect(b)
-    writer.write(frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3))
+    writer.write(frame(tr.HELLO, HELLO_BODY, frm=3))
     writer.write(frame(tr.SNAP_BEGIN, [snap_msg(3, 2).to_wire(), 3 << 20], frm=3))
     writer.write(frame(tr.SNAP_CHUNK, b"a" * (1 << 20), frm=3))
     await writer.drain()
@@ -495,12 +505,12 @@ async def test_snapshot_connection_dies_midway_receiver_leaves_no_file(
 
 
 async def test_snapshot_with_wrong_crc_is_discarded(
-    trio_: list[Member], warnings_log: pytest.LogCaptureFixture
+    trio_unverified: list[Member], warnings_log: pytest.LogCaptureFixture
 ) -> None:
-    _, b, _ = trio_
+    _, b, _ = trio_unverified
     data = b"q" * 5000
     reader, writer = await raw_connect(b)
-    writer.write(frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3))
+    writer.write(frame(tr.HELLO, HELLO_BODY, frm=3))
     writer.write(frame(tr.SNAP_BEGIN, [snap_msg(3, 2).to_wire(), len(data)], frm=3))
     writer.write(frame(tr.SNAP_CHUNK, data, frm=3))
     writer.write(frame(tr.SNAP_END, zlib.crc32(data) ^ 1, frm=3))
@@ -512,12 +522,12 @@ async def test_snapshot_with_wrong_crc_is_discarded(
     assert "snapshot_crc_mismatch" in rejections(warnings_log)
 
 
-async def test_raw_snapshot_with_right_crc_is_acked(trio_: list[Member]) -> None:
+async def test_raw_snapshot_with_right_crc_is_acked(trio_unverified: list[Member]) -> None:
     """The counterpart of the test above: the same stream with the right CRC is accepted."""
-    _, b, _ = trio_
+    _, b, _ = trio_unverified
     data = b"q" * 5000
     reader, writer = await raw_connect(b)
-    writer.write(frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=3))
+    writer.write(frame(tr.HELLO, HELLO_BODY, frm=3))
     writer.write(frame(tr.SNAP_BEGIN, [snap_msg(3, 2).to_wire(), len(data)], frm=3))
     writer.write(frame(tr.SNAP_CHUNK, data, frm=3))
     writer.write(frame(tr.SNAP_END, zlib.crc32(data), frm=3))
@@ -610,17 +620,19 @@ def test_parse_address() -> None:
 # ---- the same scenarios under uvloop ----
 
 
-async def _in_three(tmp_path: Path, scenario: Callable, *args: object) -> None:
-    async with three(tmp_path) as members:
+async def _in_three(tmp_path: Path, scenario: Callable, *args: object, **kw: object) -> None:
+    async with three(tmp_path, **kw) as members:
         await scenario(members, *args)
 
 
 UVLOOP_SCENARIOS: dict[str, Callable] = {
     "order": lambda tmp, log: _in_three(tmp, test_messages_delivered_in_order_between_three),
-    "stranger": lambda tmp, log: _in_three(tmp, test_stranger_rejected_while_right_cluster_delivered, log),
+    "stranger": lambda tmp, log: _in_three(
+        tmp, test_stranger_rejected_while_right_cluster_delivered, log, security=UNVERIFIED
+    ),
     "snapshot": lambda tmp, log: _in_three(tmp, test_snapshot_streams_byte_identical, tmp),
     "snapshot-receiver-dies": lambda tmp, log: _in_three(
-        tmp, test_snapshot_connection_dies_midway_receiver_leaves_no_file, log
+        tmp, test_snapshot_connection_dies_midway_receiver_leaves_no_file, log, security=UNVERIFIED
     ),
     "snapshot-sender-dies": lambda tmp, log: test_snapshot_connection_dies_midway_sender_reports_failure(tmp),
     "reconnect": lambda tmp, log: test_peer_down_then_up_gets_later_messages(tmp),
@@ -681,7 +693,7 @@ async def test_request_to_a_peer_and_from_a_stranger(tmp_path: Path) -> None:
 async def test_a_stranger_may_only_ask(trio_: list[Member], warnings_log: pytest.LogCaptureFixture) -> None:
     _, b, _ = trio_
     reader, writer = await raw_connect(b)
-    writer.write(frame(tr.HELLO, tr.PROTOCOL_VERSION, frm=0, to=0, cluster=0))
+    writer.write(frame(tr.HELLO, HELLO_BODY, frm=0, to=0, cluster=0))
     writer.write(frame(tr.MSG, [heartbeat(0, 2, 1).to_wire()], frm=0, to=0, cluster=0))
     await writer.drain()
     assert await closed_by_peer(reader)

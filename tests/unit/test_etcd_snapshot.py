@@ -16,6 +16,7 @@ import msgpack
 import pytest
 
 from kvstore.apply import Applier, Op, encode_request
+from kvstore.auth import AuthStore
 from kvstore.bbolt import BoltFile, Nested, write_file
 from kvstore.errors import Compacted, FutureRev
 from kvstore.lease import Lessor
@@ -314,25 +315,33 @@ def test_records_that_do_not_decode_are_refused(tmp_path: Path) -> None:
         assert_refused(restore_cfg(path, tmp_path / "out" / "x.etcd"), problem)
 
 
-def test_enabled_authentication_is_refused_and_users_are_kept(tmp_path: Path) -> None:
-    user = b"\n\x04root\x12\x04hash"
-    base = [(b"auth", Nested([(s.AUTH_ENABLED, b"\x01"), (s.AUTH_REVISION, s.u64(3))]))]
-    base += [(b"authRoles", Nested()), (b"authUsers", Nested([(b"root", user)])), (b"key", Nested())]
-    enabled = write_with_sha(tmp_path / "enabled.db", base)
-    assert_refused(restore_cfg(enabled, tmp_path / "out" / "x.etcd"), "authentication enabled")
-    base[0] = (b"auth", Nested([(s.AUTH_ENABLED, b"\x00"), (s.AUTH_REVISION, s.u64(3))]))
-    disabled = write_with_sha(tmp_path / "disabled.db", base)
-    restore(restore_cfg(disabled, tmp_path / "out" / "x.etcd"))
-    st = State.open(tmp_path / "out" / "x.etcd" / "member" / "db")
-    try:
-        assert st.records(b"authUsers") == [(b"root", user)]
-        # and they travel back out in the next snapshot, byte for byte
-        write_snapshot(st.backend, tmp_path / "again.db", VERSION)
-    finally:
-        st.close()
-    with open_snapshot(tmp_path / "again.db") as snap:
-        assert list(snap.db.root().bucket(b"authUsers")) == [(b"root", user)]
-        assert dict(snap.db.root().bucket(b"auth"))[s.AUTH_REVISION] == s.u64(3)
+def test_authentication_travels_with_the_snapshot(tmp_path: Path) -> None:
+    user = b"\n\x04root\x12\x04hash\x1a\x04root"
+    for enabled in (b"\x01", b"\x00"):
+        base = [(b"auth", Nested([(s.AUTH_ENABLED, enabled), (s.AUTH_REVISION, s.u64(3))]))]
+        base += [(b"authRoles", Nested()), (b"authUsers", Nested([(b"root", user)])), (b"key", Nested())]
+        path = write_with_sha(tmp_path / f"auth-{enabled.hex()}.db", base)
+        out = tmp_path / "out" / f"{enabled.hex()}.etcd"
+        restore(restore_cfg(path, out))
+        st = State.open(out / "member" / "db")
+        try:
+            assert st.records(b"authUsers") == [(b"root", user)]
+            auth = AuthStore(st.backend)
+            assert (auth.enabled, auth.revision, auth.user_names()) == (enabled == b"\x01", 3, ["root"])
+            assert auth.users["root"].roles == ["root"]
+            # and they travel back out in the next snapshot, byte for byte
+            write_snapshot(st.backend, tmp_path / f"again-{enabled.hex()}.db", VERSION)
+        finally:
+            st.close()
+        with open_snapshot(tmp_path / f"again-{enabled.hex()}.db") as snap:
+            assert list(snap.db.root().bucket(b"authUsers")) == [(b"root", user)]
+            assert dict(snap.db.root().bucket(b"auth"))[s.AUTH_REVISION] == s.u64(3)
+
+
+def test_auth_records_that_do_not_decode_are_refused(tmp_path: Path) -> None:
+    base = [(b"authUsers", Nested([(b"root", b"\xff\xff")])), (b"key", Nested())]
+    path = write_with_sha(tmp_path / "bad-user.db", base)
+    assert_refused(restore_cfg(path, tmp_path / "out" / "x.etcd"), "does not hold a consistent store")
 
 
 def test_restore_flags_are_checked_as_etcd_checks_them(state: State, tmp_path: Path) -> None:

@@ -50,7 +50,9 @@ async def test_a_restart_takes_the_ids_its_log_records(tmp_path: Path) -> None:
 
 
 def existing(*members: MemberInfo) -> object:
-    async def fetch(addresses: list[str], timeout: float) -> tuple[int, list[MemberInfo], set[int]]:
+    async def fetch(
+        addresses: list[str], timeout: float, client_ssl: object = None
+    ) -> tuple[int, list[MemberInfo], set[int]]:
         assert sorted(addresses) == ["http://127.0.0.1:1", "http://127.0.0.1:2"]  # the others, not itself
         return 0x5EED, list(members), {0x99}
 
@@ -103,7 +105,9 @@ async def test_a_joining_member_whose_flags_do_not_describe_the_cluster_refuses_
 async def test_a_joining_member_that_reaches_nobody_refuses_to_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def unreachable(addresses: list[str], timeout: float) -> tuple[int, list[MemberInfo], set[int]]:
+    async def unreachable(
+        addresses: list[str], timeout: float, client_ssl: object = None
+    ) -> tuple[int, list[MemberInfo], set[int]]:
         raise PeerRequestError("connection refused")
 
     monkeypatch.setattr(identity, "fetch_cluster", unreachable)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from frontend.server import FrontendServer
 from kvstore.apply import Applier, CompactResult, Op, encode_request
+from kvstore.auth import AuthStore
 from kvstore.config import ServerConfig
 from kvstore.mvcc import Backend, KVStore
 from kvstore.server.routes import serve
@@ -136,6 +137,11 @@ class FakeMember:
     log: FakeLog = field(default_factory=FakeLog)
     cluster_id: int = 0xC1
     member_id: int = 0xA1
+    auth: AuthStore | None = None  # auth off (made from the store's backend)
+
+    def __post_init__(self) -> None:
+        if self.auth is None:
+            self.auth = AuthStore(self.store.backend)
 
     def fill_header(self, header: pb.ResponseHeader) -> None:
         header.cluster_id = self.cluster_id
