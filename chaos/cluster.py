@@ -169,11 +169,16 @@ class LocalCluster:
         ]
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> None:
+        """Starts every member; if they do not all come up, stops the ones that did and raises."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        for m in self.members:
-            self.start_member(m.name, wait=False)
-        if wait:
-            self.wait_ready(timeout)
+        try:
+            for m in self.members:
+                self.start_member(m.name, wait=False)
+            if wait:
+                self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def start_member(self, name: str, wait: bool = True, timeout: float = 30.0) -> MemberProcess:
         m = self.member(name)

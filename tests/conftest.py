@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.procs import ETCD, ETCDCTL, EtcdMember, RaftkvMember, kill_leftovers
+from tests.procs import ETCD, ETCDCTL, EtcdMember, RaftkvMember, kill_leftovers, running
 
 settings.register_profile(
     "ci", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -26,9 +26,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 @pytest.fixture(autouse=True)
 def _no_leftover_members() -> Iterator[None]:
-    """A member a test started and did not stop (it failed half-way) is killed before the next test."""
+    """A member a test started and did not stop (it failed half-way) is killed before the next test.
+    Members of module- and session-scoped fixtures were started before this fixture's setup, and are
+    left to those fixtures."""
+    before = running()
     yield
-    kill_leftovers()
+    kill_leftovers(before)
 
 
 @pytest.fixture

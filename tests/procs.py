@@ -54,13 +54,21 @@ def track(proc: subprocess.Popen) -> subprocess.Popen:
     return proc
 
 
-def kill_leftovers() -> None:
-    """Kills every Process started and not stopped, and every tracked helper still running (conftest
-    calls it after each test): a test that fails half-way must not leave members or clients running
-    into the next test, which they would slow down or talk to."""
-    for p in list(_running):
+def running() -> tuple[frozenset[Process], int]:
+    """What is running now: the Processes, and how many helpers are tracked (for ``kill_leftovers``)."""
+    return frozenset(_running), len(_helpers)
+
+
+def kill_leftovers(before: tuple[frozenset[Process], int] = (frozenset(), 0)) -> None:
+    """Kills every Process started and not stopped since ``before``, and every helper tracked since
+    then that still runs (conftest calls it after each test with what ran when the test began): a
+    test that fails half-way must not leave members or clients running into the next test, which
+    they would slow down or talk to. What a wider-scoped fixture started before the test (a module's
+    shared cluster) is left alone: its fixture stops it."""
+    kept, helpers = before
+    for p in list(_running - kept):
         p.kill()
-    while _helpers:
+    while len(_helpers) > helpers:
         proc = _helpers.pop()
         if proc.poll() is None:
             proc.kill()
