@@ -6,7 +6,8 @@ entries is applied in one backend transaction that also records the index and te
 last entry, so the backend always holds exactly a prefix of the log.
 
 An error that etcd answers for a request (a missing lease, a compacted revision in a txn, a
-permission denied, ...) is a result like any other: it is returned to the waiting client and
+permission denied, ...) is a result like any other: it is returned to the waiting client, as
+etcd's error (the store's and the lessor's own errors mapped by ``kvstore.errors.as_etcd``), and
 changes nothing. An entry that is not a request this version can read (undecodable, of an unknown
 kind) changes nothing either and is logged: every member skips it alike, where crashing on it
 would crash every member on every restart. Any other exception is a bug that leaves the in-memory
@@ -39,8 +40,9 @@ from kvstore.alarms import CORRUPT, NOSPACE, AlarmStore
 from kvstore.apply.codec import AUTH_OPS, MalformedEntry, Op, decode_request
 from kvstore.apply.kv import do_delete_range, do_put, do_txn
 from kvstore.auth import AuthInfo, AuthStore
-from kvstore.errors import Corrupt, EtcdError, LeaseNotFound, NoSpace
+from kvstore.errors import ANSWERABLE, Corrupt, EtcdError, NoSpace, as_etcd
 from kvstore.lease import Lessor, apply_lease_checkpoint, apply_lease_grant, apply_lease_revoke
+from kvstore.lease.errors import LeaseNotFoundError
 from kvstore.membership import ChangeContext, MemberInfo, Membership
 from kvstore.mvcc.store import CompactionJob, KVStore, WriteTxn
 from proto.etcdserverpb import rpc_pb2 as pb
@@ -172,8 +174,8 @@ class Applier:
         if kind is not None:
             try:
                 return auth.apply(txn, kind, body, ai, index)  # type: ignore[arg-type]
-            except EtcdError as exc:
-                return exc
+            except ANSWERABLE as exc:
+                return as_etcd(exc)
             except (DecodeError, msgpack.UnpackException, ValueError) as exc:
                 raise MalformedEntry(f"undecodable auth request: {exc}") from exc
         checked = auth.enabled and cred is not None
@@ -202,12 +204,12 @@ class Applier:
             if checked:
                 try:
                     auth.check_user(ai)
-                except EtcdError as exc:
-                    return exc
+                except ANSWERABLE as exc:
+                    return as_etcd(exc)
             try:
                 job = store.compact(txn, req.revision)
-            except EtcdError as exc:
-                return exc
+            except ANSWERABLE as exc:
+                return as_etcd(exc)
             resp = pb.CompactionResponse()
             resp.header.revision = store.current_rev
             return CompactResult(resp, job)
@@ -221,7 +223,7 @@ class Applier:
                     if req.prev_kv:
                         auth.check_range(ai, req.key, b"")
                 if req.lease and (self.leases is None or not self.leases.exists(req.lease)):
-                    raise LeaseNotFound()
+                    raise LeaseNotFoundError()
                 result: ApplyResult = do_put(w, req)
             elif op == Op.DELETE_RANGE:
                 dreq = pb.DeleteRangeRequest.FromString(body)
@@ -252,10 +254,10 @@ class Applier:
             if w.changes:
                 raise
             raise MalformedEntry(f"undecodable request body: {exc}") from exc
-        except EtcdError as exc:
+        except ANSWERABLE as exc:
             if w.changes:  # etcd checks everything before writing; a partial write is a bug
                 raise RuntimeError(f"request failed after changing the store: {exc!r}") from exc
-            return exc
+            return as_etcd(exc)
         _end(w, changes)
         return result
 

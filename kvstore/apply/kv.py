@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from kvstore.errors import Compacted, FutureRev, KeyNotFound, LeaseNotFound
+from kvstore.errors import KeyNotFound
+from kvstore.lease.errors import LeaseNotFoundError
+from kvstore.mvcc.errors import CompactedError, FutureRevError
 from kvstore.mvcc.store import RangeResult, WriteTxn
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.mvccpb.kv_pb2 import KeyValue
@@ -161,7 +163,7 @@ def _compare_kv(c: pb.Compare, kv: KeyValue) -> bool:
 def _compare(view: View, c: pb.Compare) -> bool:
     try:
         rr = view.range(c.key, range_end(c.range_end))
-    except (Compacted, FutureRev):
+    except (CompactedError, FutureRevError):
         return False
     if not rr.kvs:
         if c.target == pb.Compare.VALUE:
@@ -205,15 +207,15 @@ def _check(view: View, ops: list[pb.RequestOp], leases: LeaseLookup | None, writ
             if (p.ignore_value or p.ignore_lease) and not view.range(p.key, None).kvs:
                 raise KeyNotFound()
             if p.lease and (leases is None or not leases.exists(p.lease)):
-                raise LeaseNotFound()
+                raise LeaseNotFoundError()
     for op in ops:
         if op.WhichOneof("request") != "request_range":
             continue
         rev = op.request_range.revision
         if rev > view.rev():
-            raise FutureRev()
+            raise FutureRevError()
         if 0 < rev < view.first_rev():
-            raise Compacted()
+            raise CompactedError()
 
 
 def _apply(txn: View, t: pb.TxnRequest, path: list[bool], pos: int, resp: pb.TxnResponse) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import lmdb
 
-from kvstore.errors import StartupError
+from raft.errors import StartupError
 
 _U64 = struct.Struct(">Q")
 

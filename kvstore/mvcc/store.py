@@ -7,7 +7,7 @@ Many WriteTxns share one backend transaction (the applier's batch), which also r
 applied log index, so the backend always holds a prefix of the log.
 
 Compaction happens in two steps, as in etcd: at apply time the index forgets history at or
-below the revision (reads there fail with ``Compacted`` at once), then ``CompactionJob`` removes
+below the revision (reads there fail with ``CompactedError`` at once), then ``CompactionJob`` removes
 the stored revisions in bounded batches, in separate transactions, so a large compaction never
 stalls the server. An interrupted job is finished when the store next opens.
 """
@@ -22,12 +22,13 @@ from typing import Protocol
 import lmdb
 from google.protobuf.message import DecodeError
 
-from kvstore.errors import Compacted, FutureRev, StartupError
 from kvstore.mvcc.backend import Backend
+from kvstore.mvcc.errors import CompactedError, FutureRevError
 from kvstore.mvcc.index import TreeIndex
 from kvstore.mvcc.revision import Revision, bytes_to_rev, rev_to_bytes, tombstone_to_bytes
 from kvstore.mvcc.stats import MvccStats
 from proto.mvccpb.kv_pb2 import KeyValue
+from raft.errors import StartupError
 
 EVENT_PUT = 0
 EVENT_DELETE = 1
@@ -143,11 +144,11 @@ class KVStore:
         count_only: bool,
     ) -> RangeResult:
         if rev > cur_rev:
-            raise FutureRev()
+            raise FutureRevError()
         if rev <= 0:
             rev = cur_rev
         if rev < self.compact_main_rev:
-            raise Compacted()
+            raise CompactedError()
         self.stats.ranges += 1
         pairs = self.index.revisions(key, end, rev)
         total = len(pairs)
@@ -175,9 +176,9 @@ class KVStore:
     def compact(self, txn: lmdb.Transaction, rev: int) -> CompactionJob:
         """Compacts the index at rev now; returns the job that removes the stored history."""
         if rev <= self.compact_main_rev:
-            raise Compacted()
+            raise CompactedError()
         if rev > self.current_rev:
-            raise FutureRev()
+            raise FutureRevError()
         self.compact_main_rev = rev
         self.backend.put_meta(txn, SCHEDULED_COMPACT, rev)
         job = CompactionJob(rev, self.index.compact(rev))

@@ -47,7 +47,8 @@ import grpc
 from frontend.grpc import ServerCall
 from kvstore.apply import Op
 from kvstore.errors import EtcdError, NoLeader, NotLeader, Timeout, UserEmpty, from_message
-from kvstore.lease.lessor import Lessor, NotPrimary
+from kvstore.lease.errors import NotPrimary
+from kvstore.lease.lessor import Lessor
 from kvstore.lease.runner import LeaseRunner
 from kvstore.server.credentials import NO_USER, needs_auth, token_of
 from kvstore.server.member import Member
