@@ -70,7 +70,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgpack
@@ -171,7 +170,7 @@ class Transport(OutgoingPeers, Listener):
     ) -> None:
         self.member_id = member_id
         self.cluster_id = cluster_id
-        self.bound_ports: list[int] = []
+        self.bound_ports = []
         self._deliver = deliver
         self._on_unreachable = on_unreachable
         self._on_snapshot_status = on_snapshot_status
@@ -182,21 +181,21 @@ class Transport(OutgoingPeers, Listener):
         self.stats = stats if stats is not None else RaftStats()
         self._on_request = on_request
         self._on_removed = on_removed
-        self._removed: set[int] = set()
+        self._removed = set()
         self._removed_reported = False
-        self._peers: dict[int, PeerState] = {}
-        self._servers: list[asyncio.Server] = []
-        self._tasks: set[asyncio.Task] = set()  # everything we started and must await on stop
-        self._incoming: dict[int, dict[asyncio.Task, None]] = {}  # peer -> its reader tasks, oldest first
+        self._peers = {}
+        self._servers = []
+        self._tasks = set()  # everything we started and must await on stop
+        self._incoming = {}  # peer -> its reader tasks, oldest first
         self._packer = msgpack.Packer()
         self._limiter = LogLimiter(LOG_INTERVAL)
-        self._io: ThreadPoolExecutor | None = None  # one thread for snapshot file I/O, made on first use
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._io = None  # one thread for snapshot file I/O, made on first use
+        self._loop = None
         self._started = False
         self._stopping = False
-        self._local_addr: tuple[str, int] | None = None
+        self._local_addr = None
         self.security = security or PeerSecurity()
-        self._nonces: dict[bytes, int] = {}  # HELLO nonce of each open outgoing connection -> its peer
+        self._nonces = {}  # HELLO nonce of each open outgoing connection -> its peer
         self._pending = 0  # incoming connections not verified yet
 
     # ---- lifecycle ----
@@ -258,18 +257,18 @@ class Transport(OutgoingPeers, Listener):
                 if task is not None:
                     task.cancel()
         for pid, addr in wanted.items():
-            p = self._peers.get(pid)
-            if p is None:
-                p = self._peers[pid] = PeerState(pid, addr, self._max_queue)
-            elif p.addr == addr:
+            known = self._peers.get(pid)
+            if known is None:
+                known = self._peers[pid] = PeerState(pid, addr, self._max_queue)
+            elif known.addr == addr:
                 continue
             else:
-                p.addr = addr
-                if p.task is not None:
-                    p.task.cancel()
-                    p.task = None
+                known.addr = addr
+                if known.task is not None:
+                    known.task.cancel()
+                    known.task = None
             if self._started:
-                self._start_peer(p)
+                self._start_peer(known)
 
     def active_since(self, peer: int) -> float | None:
         """Since when (event loop time) the connection to peer has been up; None while it is down."""

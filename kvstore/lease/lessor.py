@@ -26,12 +26,11 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 
-import lmdb
 import msgpack
 
 from kvstore.lease.errors import LeaseExistsError, LeaseExpired, LeaseNotFoundError, LeaseTTLTooLargeError, NotPrimary
 from kvstore.lease.expiry import LeaseQueue
-from kvstore.mvcc.backend import Backend
+from kvstore.mvcc.backend import Backend, Txn
 from kvstore.mvcc.store import WriteTxn
 from raft.errors import StartupError
 
@@ -175,7 +174,7 @@ class Lessor:
 
     # ---- replicated changes (called by kvstore.lease.apply, in log order) ----
 
-    def grant(self, txn: lmdb.Transaction, lease_id: int, ttl: int) -> Lease:
+    def grant(self, txn: Txn, lease_id: int, ttl: int) -> Lease:
         """Creates a lease (raising the TTL to the minimum) and persists it in txn."""
         if lease_id == 0:
             raise LeaseNotFoundError()
@@ -208,7 +207,7 @@ class Lessor:
         if self.on_revoke is not None:
             self.on_revoke(lease_id)
 
-    def checkpoint(self, txn: lmdb.Transaction, lease_id: int, remaining_ttl: int) -> None:
+    def checkpoint(self, txn: Txn, lease_id: int, remaining_ttl: int) -> None:
         """Records a lease's remaining TTL (0 clears it); unknown leases are ignored, as etcd does."""
         lease = self._leases.get(lease_id)
         if lease is None:

@@ -14,15 +14,15 @@ stalls the server. An interrupted job is finished when the store next opens.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import lmdb
 from google.protobuf.message import DecodeError
 
-from kvstore.mvcc.backend import Backend
+from kvstore.mvcc.backend import Backend, Txn
 from kvstore.mvcc.errors import CompactedError, FutureRevError
 from kvstore.mvcc.index import TreeIndex
 from kvstore.mvcc.revision import Revision, bytes_to_rev, rev_to_bytes, tombstone_to_bytes
@@ -62,7 +62,7 @@ class CompactionJob:
     keep: set[Revision]
     resume_from: bytes = b""
     done: bool = False
-    waiters: list = field(default_factory=list)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)  # Member.wait_compaction's
 
 
 class KVStore:
@@ -135,7 +135,7 @@ class KVStore:
 
     def _range(
         self,
-        txn: lmdb.Transaction,
+        txn: Txn,
         key: bytes,
         end: bytes | None,
         cur_rev: int,
@@ -169,11 +169,11 @@ class KVStore:
 
     # ---- writing ----
 
-    def write(self, txn: lmdb.Transaction) -> WriteTxn:
+    def write(self, txn: Txn) -> WriteTxn:
         """Starts one store revision inside the backend write transaction txn."""
         return WriteTxn(self, txn)
 
-    def compact(self, txn: lmdb.Transaction, rev: int) -> CompactionJob:
+    def compact(self, txn: Txn, rev: int) -> CompactionJob:
         """Compacts the index at rev now; returns the job that removes the stored history."""
         if rev <= self.compact_main_rev:
             raise CompactedError()
@@ -222,7 +222,7 @@ class ReadView:
 
     __slots__ = ("store", "txn")
 
-    def __init__(self, store: KVStore, txn: lmdb.Transaction) -> None:
+    def __init__(self, store: KVStore, txn: Txn) -> None:
         self.store = store
         self.txn = txn
 
@@ -244,7 +244,7 @@ class WriteTxn:
 
     __slots__ = ("begin_rev", "changes", "store", "txn")
 
-    def __init__(self, store: KVStore, txn: lmdb.Transaction) -> None:
+    def __init__(self, store: KVStore, txn: Txn) -> None:
         self.store = store
         self.txn = txn
         self.begin_rev = store.current_rev

@@ -158,9 +158,9 @@ def layer_error_classes() -> list[type[Exception]]:
     found = []
     for module in (log_errors, mvcc_errors, lease_errors):
         for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, Exception) and value.__module__ == module.__name__:
-                if value not in never_answered:
-                    found.append(value)
+            ours = isinstance(value, type) and issubclass(value, Exception) and value.__module__ == module.__name__
+            if ours and value not in never_answered:
+                found.append(value)
     return found
 
 
