@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from chaos import launch
 from chaos.cluster import LocalCluster
+from chaos.launch import MemberProcess
 from tests.procs import ETCD, ETCDCTL, EtcdMember, Process, RaftkvMember, etcdctl, kill_leftovers
 
 settings.register_profile(
@@ -95,6 +97,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Raft
 
 SPAWNERS: tuple[object, ...] = (
     subprocess,
+    launch,
+    MemberProcess,
     Process,
     RaftkvMember,
     EtcdMember,
