@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import grpc
 
 from chaos import security
 from chaos.cluster import LocalCluster, MemberProcess
+from chaos.launch import RAFTKV, etcd_binary
 from chaos.netfault import Partitioner
 from chaos.netns import NetnsCluster, PrivateNetwork
 from chaos.ports import free_port
@@ -164,12 +164,12 @@ class LocalTarget(Target):
         self.network: PrivateNetwork | None = None
         netns = kind == "etcd" if netns is None else netns
         if kind == "etcd":
-            etcd = shutil.which("etcd")
-            if etcd is None:
-                raise TargetError("etcd not found: install Debian's etcd-server")
-            command = [etcd, "--log-level=warn", "--logger=zap"]
+            try:
+                command = [etcd_binary(), "--log-level=warn", "--logger=zap"]
+            except RuntimeError:
+                raise TargetError("etcd not found: install Debian's etcd-server") from None
         elif kind == "raftkv":
-            command = [sys.executable, "-m", "raftkv_cmd.main", "serve"]
+            command = list(RAFTKV)
         else:
             raise TargetError(f"unknown local cluster kind {kind!r}")
         if netns:
