@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from chaos import launch
 from chaos.cluster import LocalCluster
 from chaos.launch import MemberProcess
-from tests.procs import ETCD, ETCDCTL, EtcdMember, Process, RaftkvMember, etcdctl, kill_leftovers
+from tests.procs import ETCD, ETCDCTL, EtcdMember, Process, RaftkvMember, etcdctl, kill_leftovers, started
 
 settings.register_profile(
     "ci", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -32,9 +32,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 @pytest.fixture(autouse=True)
 def _no_leftover_members() -> Iterator[None]:
-    """A member a test started and did not stop (it failed half-way) is killed before the next test."""
+    """A member a test started and did not stop (it failed half-way) is killed before the next test.
+    Those running when the test began are left alone: they belong to module-scoped fixtures (pytest
+    sets those up first), which stop them when the module is done."""
+    before = started()
     yield
-    kill_leftovers()
+    kill_leftovers(keep=before)
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def wait_for(what: str, cond: Callable[[], T], timeout: float = 60.0, interval: 
 
 
 _running: set[Process] = set()
-_helpers: list[subprocess.Popen] = []
+_helpers: list[subprocess.Popen[bytes]] = []
 
 
 def track(proc: subprocess.Popen) -> subprocess.Popen:
@@ -54,14 +54,24 @@ def track(proc: subprocess.Popen) -> subprocess.Popen:
     return proc
 
 
-def kill_leftovers() -> None:
-    """Kills every Process started and not stopped, and every tracked helper still running (conftest
-    calls it after each test): a test that fails half-way must not leave members or clients running
-    into the next test, which they would slow down or talk to."""
+def started() -> tuple[set[Process], set[subprocess.Popen[bytes]]]:
+    """The Processes and tracked helpers running now (what kill_leftovers is to leave alone)."""
+    return set(_running), set(_helpers)
+
+
+def kill_leftovers(keep: tuple[set[Process], set[subprocess.Popen[bytes]]] = (set(), set())) -> None:
+    """Kills every Process started and not stopped, and every tracked helper still running, but those in
+    keep (conftest calls it after each test, keeping what ran before the test began: the members of
+    module-scoped fixtures, which outlive a test): a test that fails half-way must not leave members or
+    clients running into the next test, which they would slow down or talk to."""
+    keep_members, keep_helpers = keep
     for p in list(_running):
-        p.kill()
-    while _helpers:
-        proc = _helpers.pop()
+        if p not in keep_members:
+            p.kill()
+    for proc in list(_helpers):
+        if proc in keep_helpers:
+            continue
+        _helpers.remove(proc)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -111,10 +121,19 @@ class Process(MemberProcess):
             data_dir=data_dir,
             log_path=data_dir.parent / f"{name}.log",
             env=dict(env or {}),
-            scheme="https" if tls else "http",
             peer_scheme="http",
         )
         self.tls = tls
+
+    @property
+    def tls(self) -> ClientTLS | None:
+        return self._tls
+
+    @tls.setter
+    def tls(self, value: ClientTLS | None) -> None:
+        """Set before start: the client URLs are https:// with it."""
+        self._tls = value
+        self.scheme = "https" if value is not None else "http"
 
     @property
     def port(self) -> int:
