@@ -237,14 +237,21 @@ def _apply(txn: View, t: pb.TxnRequest, path: list[bool], pos: int, resp: pb.Txn
         if kind == "request_range":
             out.response_range.CopyFrom(do_range(txn, op.request_range))
         elif kind == "request_put":
-            out.response_put.CopyFrom(do_put(txn, op.request_put))  # type: ignore[arg-type]
+            out.response_put.CopyFrom(do_put(_writing(txn), op.request_put))
         elif kind == "request_delete_range":
-            out.response_delete_range.CopyFrom(do_delete_range(txn, op.request_delete_range))  # type: ignore[arg-type]
+            out.response_delete_range.CopyFrom(do_delete_range(_writing(txn), op.request_delete_range))
         elif kind == "request_txn":
             nested = out.response_txn
             nested.header.SetInParent()
             pos = _apply(txn, op.request_txn, path, pos, nested)
     return pos
+
+
+def _writing(view: View) -> WriteTxn:
+    """view as the write it must be: a txn with puts or deletes is applied only in the log's write."""
+    if not isinstance(view, WriteTxn):
+        raise TypeError("a txn that writes was applied to a read-only view")
+    return view
 
 
 def do_txn(view: View, t: pb.TxnRequest, leases: LeaseLookup | None, write: bool) -> pb.TxnResponse:
