@@ -7,12 +7,18 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from controlplane.agent import AgentConfig, NodeAgent
 from controlplane.api import kinds
 from controlplane.api.meta import condition_true
 from controlplane.clock import REAL_CLOCK
 from controlplane.store.fake import FakeStore
 from tests.controlplane.harness import wait_for
+
+# The agent runs each pod's command as a real local process (through controlplane.agent, which the
+# conftest detection does not follow into product code).
+pytestmark = pytest.mark.integration
 
 
 def make(tmp_path: Path) -> tuple[FakeStore, NodeAgent]:
