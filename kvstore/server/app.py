@@ -118,7 +118,8 @@ class MemberServer:
         await member.published.wait()
         services, self.lease_service, self.local_client = member_services(member)
         config = frontend_config(cfg)
-        server = FrontendServer(methods(services, member.is_learner), config, error_status=error_status)
+        table = methods(services, member.is_learner, has_leader=lambda: bool(member.log.leader))
+        server = FrontendServer(table, config, error_status=error_status)
         self.frontend = server
         health = HealthCounts()
         registry = member_registry(MemberCollector(member, server.methods, health, VERSION))

@@ -23,6 +23,7 @@ from kvstore.server.lease_service import LeaseService
 from kvstore.server.local_client import LocalClient
 from kvstore.server.lock_service import LockService
 from kvstore.server.maintenance_service import MaintenanceService
+from kvstore.server.require_leader import leader_guard
 from kvstore.server.rpc import error_status
 from kvstore.server.watch_service import WatchService
 from proto.etcdserverpb import rpc_pb2 as pb
@@ -105,10 +106,16 @@ def path(service: str, name: str) -> str:
     return f"/{PACKAGES.get(service, DEFAULT_PACKAGE)}.{service}/{name}"
 
 
-def methods(services: dict[str, object], is_learner: Callable[[], bool] | None = None) -> dict[str, Method]:
+def methods(
+    services: dict[str, object],
+    is_learner: Callable[[], bool] | None = None,
+    has_leader: Callable[[], bool] | None = None,
+) -> dict[str, Method]:
     """The table for services by name ("KV", "Watch", ...): their methods bound to the instances.
 
-    With is_learner, every method is refused while it answers True (``kvstore.server.learner``).
+    With is_learner, every method is refused while it answers True (``kvstore.server.learner``);
+    with has_leader, a ``hasleader`` call is refused while it answers False
+    (``kvstore.server.require_leader``).
     """
     table: dict[str, Method] = {}
     for service, entries in TABLE.items():
@@ -119,6 +126,8 @@ def methods(services: dict[str, object], is_learner: Callable[[], bool] | None =
             handler = getattr(instance, name)
             if is_learner is not None:
                 handler = learner_guard(name, kind, handler, is_learner)
+            if has_leader is not None:
+                handler = leader_guard(name, kind, handler, has_leader)
             table[path(service, name)] = Method(kind, handler, parser(request_type))
     return table
 

@@ -32,11 +32,10 @@ from frontend.grpc import ServerCall
 from kvstore.config import GRPC_OVERHEAD_BYTES
 from kvstore.errors import AuthOldRevision, EtcdError, InvalidAuthToken, NoLeader, UserEmpty
 from kvstore.server.credentials import Call, needs_auth
+from kvstore.server.require_leader import wants_leader
 from kvstore.watch import WatchStream
 from proto.etcdserverpb import rpc_pb2 as pb
 
-REQUIRE_LEADER_KEY = "hasleader"  # etcd's rpctypes.MetadataRequireLeaderKey
-REQUIRE_LEADER_VALUE = "true"
 NO_LEADER_TIMEOUTS = 3  # etcd: maxNoLeaderCnt
 
 _GO_CODES = {"PERMISSION_DENIED": "PermissionDenied", "UNAUTHENTICATED": "Unauthenticated"}
@@ -105,10 +104,6 @@ def fragments(resp: pb.WatchResponse, limit: int) -> Iterator[pb.WatchResponse]:
         yield part
         if not part.fragment:
             return
-
-
-def wants_leader(call: ServerCall) -> bool:
-    return call.metadata(REQUIRE_LEADER_KEY) == REQUIRE_LEADER_VALUE
 
 
 class WatchService:

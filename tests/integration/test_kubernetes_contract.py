@@ -423,6 +423,14 @@ def test_require_leader_and_progress_under_a_partition(tmp_path: Path, kind: str
         progress = plain.next()
         assert (progress.watch_id, len(progress.events)) == (-1, 0)
         assert progress.header.revision == before  # all it has: the majority's write never reached it
+        # unary calls too: a hasleader serializable Range is refused, a plain one answered locally
+        with pytest.raises(grpc.RpcError) as no_leader:
+            cut.kv.Range(pb.RangeRequest(key=prefix + b"a", serializable=True), metadata=kube.REQUIRE_LEADER)
+        assert (no_leader.value.code(), no_leader.value.details()) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "etcdserver: no leader",
+        )
+        assert cut.kv.Range(pb.RangeRequest(key=prefix + b"a", serializable=True)).count == 1
         # the health check (a linearizable Range) fails on the isolated member
         with pytest.raises(grpc.RpcError) as health:
             cut.k.health()
