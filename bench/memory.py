@@ -180,7 +180,7 @@ async def load(server: Server | Cluster, cfg: Config, log: bool = True) -> tuple
         counted = await count(pb.RangeRequest(key=PREFIX, range_end=PREFIX[:-1] + b"0", count_only=True), timeout=120)
         return seconds, counted.count
     finally:
-        await chan.close()
+        await chan.close(None)
 
 
 async def measure(server: Server | Cluster, cfg: Config, log: bool = True) -> Result:

@@ -344,7 +344,8 @@ def started_targets(
             if log:
                 what = "" if members == 1 else f", {members} members"
                 print(f"starting {kind} ({versions[kind]}{what}) ...", file=sys.stderr, flush=True)
-            servers.append(stack.enter_context(server))
+            stack.enter_context(server)
+            servers.append(server)
             if log and isinstance(server, Cluster):
                 print(f"  leader {server.leader_name}; endpoints {', '.join(server.endpoints)}", file=sys.stderr)
         yield servers, versions
