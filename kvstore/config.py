@@ -49,6 +49,10 @@ class ServerConfig:
     quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_txn_ops: int = 128
+    # streams one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    # etcd's default is 2^32-1, no limit in practice; raftkv's is 1,000, so that one connection cannot
+    # hold unbounded server memory (gRPC clients queue calls past the limit rather than fail them)
+    max_concurrent_streams: int = 1000
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"
     strict_reconfig_check: bool = True
@@ -149,6 +153,8 @@ def _list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+MAX_UINT32 = 2**32 - 1
+
 # flag name -> (ServerConfig field, or "client_tls.<field>" / "peer_tls.<field>", parser)
 FLAGS: dict[str, tuple[str, object]] = {
     "name": ("name", str),
@@ -166,6 +172,7 @@ FLAGS: dict[str, tuple[str, object]] = {
     "quota-backend-bytes": ("quota_backend_bytes", _bytes_size),
     "max-request-bytes": ("max_request_bytes", _bytes_size),
     "max-txn-ops": ("max_txn_ops", int),
+    "max-concurrent-streams": ("max_concurrent_streams", int),
     "auto-compaction-mode": ("auto_compaction_mode", str),
     "auto-compaction-retention": ("auto_compaction_retention", str),
     "strict-reconfig-check": ("strict_reconfig_check", parse_bool),
@@ -300,6 +307,8 @@ def _validate(cfg: ServerConfig) -> None:
         raise StartupError("--election-timeout should be at least 5 times --heartbeat-interval")
     if cfg.max_request_bytes <= 0 or cfg.max_txn_ops <= 0:
         raise StartupError("--max-request-bytes and --max-txn-ops must be positive")
+    if not 1 <= cfg.max_concurrent_streams <= MAX_UINT32:
+        raise StartupError(f"--max-concurrent-streams must be between 1 and {MAX_UINT32} (etcd's flag is a uint32)")
     if cfg.quota_backend_bytes == 0:  # etcd: 0 is the default quota, a negative one disables it
         cfg.quota_backend_bytes = DEFAULT_QUOTA_BACKEND_BYTES
     try:

@@ -59,7 +59,11 @@ def frontend_config(cfg: ServerConfig) -> FrontendConfig:
     # through whatever etcd's gateway would decode and then refuse with gRPC's limit (the decoded
     # request is checked as gRPC checks it); only a body past that is refused unread (413)
     limit = receive_limit(cfg)
-    return FrontendConfig(max_receive_message_length=limit, http1=Http1Config(max_body_bytes=4 * limit + (64 << 10)))
+    return FrontendConfig(
+        max_receive_message_length=limit,
+        max_concurrent_streams=cfg.max_concurrent_streams,
+        http1=Http1Config(max_body_bytes=4 * limit + (64 << 10)),
+    )
 
 
 def split_host_port(address: str) -> tuple[str, int]:
