@@ -48,6 +48,7 @@ from proto.etcdserverpb import rpc_pb2 as pb
 
 MIB = 1024 * 1024
 PREFIX = b"bench/mem/"
+PROGRESS_EVERY = 5.0  # seconds between progress lines while loading
 TXN_BYTES = 1_000_000  # the most a loading Txn carries: under both servers' 1.5 MiB request limit
 
 
@@ -147,7 +148,7 @@ async def load(server: Server | Cluster, cfg: Config, log: bool = True) -> tuple
         batches = iter(range(0, cfg.keys, cfg.txn_ops))
         written = 0
         t0 = time.perf_counter()
-        next_report = t0 + 5.0
+        next_report = t0 + PROGRESS_EVERY
 
         async def writer() -> None:
             nonlocal written, next_report
@@ -161,7 +162,7 @@ async def load(server: Server | Cluster, cfg: Config, log: bool = True) -> tuple
                 written += last - first
                 now = time.perf_counter()
                 if log and now >= next_report:
-                    next_report = now + 5.0
+                    next_report = now + PROGRESS_EVERY
                     leader = reading(members_of(server)[0][2])
                     print(
                         f"  {server.kind:<6} {written:>10,}/{cfg.keys:,} keys ({100 * written / cfg.keys:3.0f}%), "
