@@ -8,7 +8,8 @@ ports with its data in a temp dir) run for the whole benchmark; each workload ru
 on the other, so a drift of the machine's load hits both alike (an idle server costs well under
 1% of a core). The same gRPC load generator, in this process, runs each workload: a warm-up,
 then ``--seconds`` of measurement with ``--clients`` requests in flight over ``--channels``
-connections, keys spread over ``--keys`` keys. With three members the connections are spread
+connections (``--clients 64,256``: each workload once per count, a row each), keys spread over
+``--keys`` keys. With three members the connections are spread
 round-robin over the members' endpoints, leader first (as etcd's own benchmark tool spreads its
 connections over several ``--endpoints``), and a server's CPU is the sum over its three member
 processes. Workloads:
@@ -16,6 +17,12 @@ processes. Workloads:
 - ``put``: Put of a ``--value-size`` byte value;
 - ``range``: linearizable Range of one key;
 - ``srange``: serializable Range of one key;
+- ``txn``: compare-and-swap, the loop Kubernetes' ``GuaranteedUpdate`` runs: a Txn that compares
+  the key's mod_revision with the one the client last saw, puts a ``--value-size`` byte value if
+  it is equal, and else reads the key (and so learns its mod_revision for the next try). Every
+  client has a key of its own, so a swap fails only when the client's last answer was lost (its
+  first try, at mod_revision 0, fails on a key written before, and is counted in the warm-up);
+  successful and failed swaps are counted apart (``cas_failed``).
 
 and, unless ``--single-seconds 0``, Put from a single client (one request in flight), for latency.
 Before the reads every key is written once, so each read finds a value. ``--rounds N`` runs the
@@ -25,7 +32,8 @@ keeps every round.
 
 The load generator is built to cost the shared CPU as little as possible: requests are encoded
 once up front and sent as raw bytes on generic unary-unary methods (responses are not decoded;
-errors still arrive as gRPC statuses and are counted), each client is one coroutine reusing its
+errors still arrive as gRPC statuses and are counted; only ``txn``, whose next request depends
+on the last answer, encodes a request and decodes the answer each time), each client is one coroutine reusing its
 channel, and per request the only work besides the call is two clock reads and one append.
 
 Prints a table (ops/s, p50 and p99 latency, the server's CPU use, raftkv/etcd ratios) and writes
@@ -59,18 +67,20 @@ from proto.etcdserverpb import rpc_pb2 as pb
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-WORKLOADS = ("put", "range", "srange")
+WORKLOADS = ("put", "range", "srange", "txn")
 SINGLE = "put-1"  # the single-client put row
 METHODS = {
     "put": "/etcdserverpb.KV/Put",
     "range": "/etcdserverpb.KV/Range",
     "srange": "/etcdserverpb.KV/Range",
+    "txn": "/etcdserverpb.KV/Txn",
     SINGLE: "/etcdserverpb.KV/Put",
 }
 TITLES = {
     "put": "put",
     "range": "range (linearizable)",
     "srange": "range (serializable)",
+    "txn": "txn compare-and-swap",
     SINGLE: "put, 1 client",
 }
 
@@ -79,7 +89,7 @@ TITLES = {
 class Config:
     seconds: float = 8.0
     warmup: float = 2.0
-    clients: int = 64
+    clients: list[int] = field(default_factory=lambda: [64])  # a row per count
     channels: int = 4
     value_size: int = 256
     keys: int = 10_000
@@ -123,6 +133,7 @@ class Result:
     members: int = 1
     member_cpu_s: list[float] = field(default_factory=list)  # server_cpu_s per member process (leader first)
     round: int = 0
+    cas_failed: int = 0  # txn: swaps answered inside the window whose compare failed (counted in ops)
 
 
 def machine_busy_seconds() -> float:
@@ -137,8 +148,33 @@ def key(i: int) -> bytes:
     return b"bench/key/%08d" % i
 
 
+def cas_key(i: int) -> bytes:
+    """Client i's own key in the ``txn`` workload."""
+    return b"bench/cas/%06d" % i
+
+
+def cas_request(k: bytes, mod_revision: int, value: bytes) -> bytes:
+    """Put ``value`` if ``k`` was last modified at ``mod_revision``; else read ``k``."""
+    return pb.TxnRequest(
+        compare=[pb.Compare(result=pb.Compare.EQUAL, target=pb.Compare.MOD, key=k, mod_revision=mod_revision)],
+        success=[pb.RequestOp(request_put=pb.PutRequest(key=k, value=value))],
+        failure=[pb.RequestOp(request_range=pb.RangeRequest(key=k))],
+    ).SerializeToString()
+
+
+def cas_outcome(raw: bytes) -> tuple[bool, int]:
+    """(succeeded, the key's mod_revision now) from a ``cas_request`` answer."""
+    resp = pb.TxnResponse.FromString(raw)
+    if resp.succeeded:
+        return True, resp.header.revision  # the put's revision
+    kvs = resp.responses[0].response_range.kvs if resp.responses else []
+    return False, kvs[0].mod_revision if kvs else 0
+
+
 def encoded_requests(workload: str, cfg: Config) -> list[bytes]:
-    """Every request the workload sends, encoded once: one per key."""
+    """Every request the workload sends, encoded once: one per key (``txn``: none, they are built as it goes)."""
+    if workload == "txn":
+        return []
     if workload in ("put", SINGLE):
         value = random.Random(cfg.seed).randbytes(cfg.value_size)
         return [pb.PutRequest(key=key(i), value=value).SerializeToString() for i in range(cfg.keys)]
@@ -185,6 +221,7 @@ async def drive(
     seconds: float,
     opener: Opener | None = None,
     rate: float | None = None,
+    value_size: int = 256,
 ) -> Result:
     """Runs ``clients`` closed-loop clients for warmup + seconds; measures the last ``seconds``.
 
@@ -192,12 +229,16 @@ async def drive(
     (or wherever ``opener``, given the endpoints and a count, puts its channels). With ``rate``,
     the clients together offer that many requests per second: each sends one every
     ``clients / rate`` seconds from a random phase (and at once if it is behind), so servers can be
-    compared at the same load, below what any of them saturates at.
+    compared at the same load, below what any of them saturates at. ``txn`` ignores ``requests``
+    and runs compare-and-swap loops (``cas_request``) of ``value_size`` byte values, one key per
+    client, and cannot be paced (``rate`` raises ``ValueError``).
     """
+    if workload == "txn" and rate:
+        raise ValueError("the txn workload is closed-loop only")
     chans = await (opener or open_channels)(server.endpoints, min(channels, clients))
     try:
         calls = [ch.unary_unary(METHODS[workload]) for ch in chans]  # bytes in, bytes out
-        n = len(requests)
+        n = max(1, len(requests))
         step = _stride(n)
         rng = random.Random(clients)
         offsets = [rng.randrange(n) for _ in range(clients)]
@@ -214,7 +255,35 @@ async def drive(
         interval = clients / rate if rate else 0.0
         phases = [rng.random() * interval for _ in range(clients)]
 
-        async def client(i: int) -> tuple[list[float], int]:
+        async def cas_client(i: int) -> tuple[list[float], int, int]:
+            call = calls[i % len(calls)]
+            k = cas_key(i)
+            latencies: list[float] = []
+            record = latencies.append
+            perf = time.perf_counter
+            errors = failed = 0
+            revision = 0
+            while True:
+                request = cas_request(k, revision, value)
+                t0 = perf()
+                if t0 >= end:
+                    return latencies, errors, failed
+                try:
+                    raw = await call(request)
+                except grpc.aio.AioRpcError:
+                    if t0 >= start:
+                        errors += 1
+                    continue
+                t1 = perf()
+                succeeded, revision = cas_outcome(raw)
+                if start <= t1 < end:
+                    record(t1 - t0)
+                    if not succeeded:
+                        failed += 1
+
+        value = random.Random(clients).randbytes(value_size)
+
+        async def client(i: int) -> tuple[list[float], int, int]:
             call = calls[i % len(calls)]
             k = offsets[i]
             latencies: list[float] = []
@@ -230,7 +299,7 @@ async def drive(
                     due += interval
                 t0 = perf()
                 if t0 >= end:
-                    return latencies, errors
+                    return latencies, errors, 0
                 try:
                     await call(requests[k])
                 except grpc.aio.AioRpcError:
@@ -245,12 +314,13 @@ async def drive(
                     k -= n
 
         probing = asyncio.ensure_future(probe())
-        outcomes = await asyncio.gather(*(client(i) for i in range(clients)))
+        loop = cas_client if workload == "txn" else client
+        outcomes = await asyncio.gather(*(loop(i) for i in range(clients)))
         await probing
     finally:
         await asyncio.gather(*(ch.close() for ch in chans))
-    latencies = sorted(x for lat, _ in outcomes for x in lat)
-    errors = sum(e for _, e in outcomes)
+    latencies = sorted(x for lat, _, _ in outcomes for x in lat)
+    errors = sum(e for _, e, _ in outcomes)
     (members0, client0, busy0), (members1, client1, busy1) = cpu
     member_cpu = [b - a for a, b in zip(members0, members1, strict=True)]
     server_cpu = sum(member_cpu)
@@ -272,6 +342,7 @@ async def drive(
         other_cpu_s=max(0.0, (busy1 - busy0) - server_cpu - (client1 - client0)),
         members=len(member_cpu),
         member_cpu_s=member_cpu,
+        cas_failed=sum(f for _, _, f in outcomes),
     )
 
 
@@ -299,7 +370,7 @@ async def populate(server: Target, cfg: Config) -> None:
 async def bench_all(servers: Sequence[Target], cfg: Config, log: bool = True) -> list[Result]:
     """Each workload on each server in turn, so a slow drift of the machine's load hits both alike."""
     results = []
-    plan = [(w, cfg.clients, cfg.seconds) for w in cfg.workloads]
+    plan = [(w, clients, cfg.seconds) for w in cfg.workloads for clients in cfg.clients]
     if cfg.single_seconds > 0:
         plan.append((SINGLE, 1, cfg.single_seconds))
     populated = False
@@ -310,12 +381,23 @@ async def bench_all(servers: Sequence[Target], cfg: Config, log: bool = True) ->
                 populated = True
             requests = encoded_requests(workload, cfg)
             for server in servers:
-                result = await drive(server, workload, requests, clients, cfg.channels, cfg.warmup, seconds)
+                result = await drive(
+                    server,
+                    workload,
+                    requests,
+                    clients,
+                    cfg.channels,
+                    cfg.warmup,
+                    seconds,
+                    value_size=cfg.value_size,
+                )
                 result.round = rnd
                 if log:
+                    failed = f"  cas failed {result.cas_failed}" if workload == "txn" else ""
                     print(
-                        f"  {server.kind:<6} {TITLES[workload]:<21} {result.ops_per_s:>9,.0f} ops/s  "
-                        f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  errors {result.errors}  "
+                        f"  {server.kind:<6} {TITLES[workload]:<21} {clients:>4} clients "
+                        f"{result.ops_per_s:>9,.0f} ops/s  "
+                        f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  errors {result.errors}{failed}  "
                         f"other cpu {100 * result.other_cpu_s / result.seconds:.0f}%",
                         file=sys.stderr,
                         flush=True,
@@ -325,10 +407,10 @@ async def bench_all(servers: Sequence[Target], cfg: Config, log: bool = True) ->
 
 
 def quietest(results: list[Result]) -> list[Result]:
-    """Per workload and server, the round in which the rest of the machine used the least CPU."""
-    best: dict[tuple[str, str], Result] = {}
+    """Per workload, client count and server, the round in which the rest of the machine used the least CPU."""
+    best: dict[tuple[str, int, str], Result] = {}
     for r in results:
-        key = (r.workload, r.server)
+        key = (r.workload, r.clients, r.server)
         if key not in best or r.other_cpu_s < best[key].other_cpu_s:
             best[key] = r
     return list(best.values())  # in the order of the plan (dicts keep the first insertion's place)
@@ -377,10 +459,14 @@ def fmt(x: float, spec: str) -> str:
     return "-" if x is None or math.isnan(x) else format(x, spec)
 
 
+def rows(results: list[Result]) -> list[tuple[str, int]]:
+    """The table's rows: (workload, clients) in the order of the plan."""
+    return list(dict.fromkeys((r.workload, r.clients) for r in results))
+
+
 def table(results: list[Result], cfg: Config) -> str:
-    by = {(r.workload, r.server): r for r in results}
+    by = {(r.workload, r.clients, r.server): r for r in results}
     servers = [s for s in cfg.servers if any(r.server == s for r in results)]
-    workloads = list(dict.fromkeys(r.workload for r in results))
     head = f"{'workload':<21} {'clients':>7}"
     for s in servers:
         head += f" | {s + ' ops/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'cpu':>5}"
@@ -388,22 +474,27 @@ def table(results: list[Result], cfg: Config) -> str:
     if ratio:
         head += f" | {'raftkv/etcd: ops/s':>18} {'p50':>5} {'p99':>5}"
     lines = [head, "-" * len(head)]
-    for w in workloads:
-        first = next(r for r in results if r.workload == w)
-        line = f"{TITLES[w]:<21} {first.clients:>7}"
+    for w, clients in rows(results):
+        line = f"{TITLES[w]:<21} {clients:>7}"
         for s in servers:
-            r = by.get((w, s))
+            r = by.get((w, clients, s))
             if r is None:
                 line += f" | {'-':>13} {'-':>7} {'-':>7} {'-':>5}"
                 continue
             cpu = f"{100 * r.server_cpu_s / r.seconds:.0f}%"
             line += f" | {fmt(r.ops_per_s, ',.0f'):>13} {fmt(r.p50_ms, '.2f'):>7} {fmt(r.p99_ms, '.2f'):>7} {cpu:>5}"
         if ratio:
-            a, b = by.get((w, "raftkv")), by.get((w, "etcd"))
+            a, b = by.get((w, clients, "raftkv")), by.get((w, clients, "etcd"))
             if a and b and b.ops_per_s and b.p50_ms and b.p99_ms:
                 line += f" | {a.ops_per_s / b.ops_per_s:>18.2f} {a.p50_ms / b.p50_ms:>5.2f} {a.p99_ms / b.p99_ms:>5.2f}"
         lines.append(line)
     errors = sum(r.errors for r in results)
+    swaps = [r for r in results if r.workload == "txn"]
+    cas = ""
+    if swaps:
+        cas = "; compare-and-swap: " + ", ".join(
+            f"{r.server} {r.clients} clients {r.ops - r.cas_failed:,} swapped, {r.cas_failed:,} failed" for r in swaps
+        )
     others = [100 * r.other_cpu_s / r.seconds for r in results]
     rounds = "" if cfg.rounds == 1 else f"; each row the quietest of {cfg.rounds} rounds"
     if cfg.members == 1:
@@ -412,12 +503,32 @@ def table(results: list[Result], cfg: Config) -> str:
         topology = f"{cfg.members}-member clusters, channels round-robin over the members, leader first"
         whose = f"the server's CPU use summed over its {cfg.members} member processes"
     lines.append(
-        f"({topology}; {cfg.clients} clients over {cfg.channels} channels, {cfg.value_size}-byte values, "
+        f"({topology}; {','.join(map(str, cfg.clients))} clients over {cfg.channels} channels, "
+        f"{cfg.value_size}-byte values, "
         f"{cfg.keys:,} keys, {cfg.seconds:g} s per workload after {cfg.warmup:g} s of warm-up{rounds}; cpu = {whose}, "
         f"100% = one core; {errors} errors; other processes on the machine used {sum(others) / len(others):.0f}% "
-        f"on average, at most {max(others):.0f}%)"
+        f"on average, at most {max(others):.0f}%{cas})"
     )
     return "\n".join(lines)
+
+
+def row_ratios(results: list[Result]) -> list[dict[str, object]]:
+    """raftkv/etcd per row (workload and client count): ops/s, p50 and p99."""
+    by = {(r.workload, r.clients, r.server): r for r in results}
+    out: list[dict[str, object]] = []
+    for w, clients in rows(results):
+        a, b = by.get((w, clients, "raftkv")), by.get((w, clients, "etcd"))
+        if a and b and b.ops_per_s:
+            out.append(
+                {
+                    "workload": w,
+                    "clients": clients,
+                    "ops_per_s": a.ops_per_s / b.ops_per_s,
+                    "p50_ms": a.p50_ms / b.p50_ms if b.p50_ms else math.nan,
+                    "p99_ms": a.p99_ms / b.p99_ms if b.p99_ms else math.nan,
+                }
+            )
+    return out
 
 
 def ratios(results: list[Result]) -> dict[str, dict[str, float]]:
@@ -469,7 +580,7 @@ def document(
         "config": asdict(cfg),
         "servers": versions,
         "results": [asdict(r) for r in reported],
-        "ratios": ratios(reported),
+        "ratios": row_ratios(reported),
     }
     if len(reported) != len(results):
         doc["all_results"] = [asdict(r) for r in results]
@@ -483,7 +594,11 @@ def parse_args(argv: list[str]) -> tuple[Config, Path]:
     d = Config()
     p.add_argument("--seconds", type=float, default=d.seconds, help="measured seconds per workload")
     p.add_argument("--warmup", type=float, default=d.warmup, help="warm-up seconds before each measurement")
-    p.add_argument("--clients", type=int, default=d.clients, help="concurrent requests in flight")
+    p.add_argument(
+        "--clients",
+        default=",".join(map(str, d.clients)),
+        help="concurrent requests in flight; comma-separated (64,256) for a row per count",
+    )
     p.add_argument(
         "--channels",
         type=int,
@@ -523,16 +638,22 @@ def parse_args(argv: list[str]) -> tuple[Config, Path]:
     for s in servers:
         if s not in KINDS:
             p.error(f"unknown server {s!r}")
+    try:
+        clients = [int(x) for x in a.clients.split(",") if x]
+    except ValueError:
+        p.error("--clients takes comma-separated integers")
+    if not clients or len(set(clients)) != len(clients):
+        p.error("--clients needs at least one count, each once")
     if a.channels is None:
         a.channels = d.channels if a.members == 1 else 2 * a.members
     if a.rounds < 1:
         p.error("--rounds must be positive")
-    if a.clients < 1 or a.channels < 1 or a.keys < 1 or a.seconds <= 0 or a.warmup < 0 or a.value_size < 0:
+    if min(clients) < 1 or a.channels < 1 or a.keys < 1 or a.seconds <= 0 or a.warmup < 0 or a.value_size < 0:
         p.error("--clients, --channels, --keys and --seconds must be positive, --warmup and --value-size not negative")
     cfg = Config(
         seconds=a.seconds,
         warmup=a.warmup,
-        clients=a.clients,
+        clients=clients,
         channels=a.channels,
         value_size=a.value_size,
         keys=a.keys,

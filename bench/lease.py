@@ -1,9 +1,11 @@
 """Lease keep-alive throughput of raftkv and of real etcd, measured alike in one run.
 
     python -m bench.lease --seconds 8 --leases 10000 --streams 64 --workloads keepalive,grant,ttl
+    python -m bench.lease --members 3     # three-member clusters of each
 
-Both servers (fresh single-member raftkv and etcd from ``bench.procs``) run for the whole
-benchmark and each workload runs on one, then on the other. Before the first workload
+Both servers (fresh raftkv and etcd from ``bench.procs``: single members, or with ``--members 3``
+three-member clusters) run for the whole benchmark and each workload runs on one, then on the
+other. Before the first workload
 ``--leases`` leases are granted on each server (TTL ``--ttl``, long enough not to expire).
 
 - ``keepalive``: ``--streams`` LeaseKeepAlive streams over ``--channels`` connections, each a
@@ -15,6 +17,15 @@ benchmark and each workload runs on one, then on the other. Before the first wor
 
 Renewals are what a large fleet of clients (Kubernetes node leases, sessions, locks) sends all the
 time; on raftkv they are answered by the leader's lessor without touching the log.
+
+Connections: the streams (or calls) share ``--channels`` connections, round-robin over the
+server's endpoints (``bench.kv.open_channels``; default 4, or 2 per member with several). A
+cluster's endpoints are leader first, so the leases are granted on the leader, the one-stream row
+talks to the leader, and the ``--streams`` streams spread over every member: stream i on channel
+i mod channels, channel j to member j mod 3. A follower forwards keep-alives and time-to-live to
+the leader (etcd over its peer URL, raftkv over the leader's client URL), and grants go through
+the log from any member, as each server does it. A cluster's CPU is the sum over its members
+(``member_cpu_s`` has each, leader first).
 
 Prints a table (ops/s, p50 and p99 latency, the server's CPU use, raftkv/etcd ratios) and writes the
 results to ``bench/results/lease-<UTC timestamp>.json``. Nothing here asserts a timing.
@@ -37,7 +48,7 @@ import grpc
 import uvloop
 
 from bench.kv import RESULTS_DIR, fmt, machine, machine_busy_seconds, open_channels, percentile, ratios
-from bench.procs import KINDS, Server, started_servers
+from bench.procs import KINDS, Cluster, Server, exit_on_sigterm, started_targets
 from proto.etcdserverpb import rpc_pb2 as pb
 
 WORKLOADS = ("keepalive", "grant", "ttl")
@@ -64,6 +75,7 @@ class Config:
     workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
     single_seconds: float = 8.0
     servers: list[str] = field(default_factory=lambda: list(KINDS))
+    members: int = 1  # per server: 1, or a cluster of 3
 
 
 @dataclass
@@ -83,10 +95,12 @@ class Result:
     client_cpu_s: float
     other_cpu_s: float
     expired_answers: int = 0  # keep-alives answered with TTL 0 (a lease lost: should stay 0)
+    members: int = 1
+    member_cpu_s: list[float] = field(default_factory=list)  # server_cpu_s per member (leader first)
 
 
-async def grant_leases(server: Server, cfg: Config) -> list[int]:
-    """Grants cfg.leases leases, 256 calls in flight; returns their ids."""
+async def grant_leases(server: Server | Cluster, cfg: Config) -> list[int]:
+    """Grants cfg.leases leases on the first endpoint (a cluster's leader), 256 calls in flight; returns their ids."""
     (chan,) = await open_channels(server.endpoint, 1)
     try:
         grant = chan.unary_unary(
@@ -107,24 +121,28 @@ async def grant_leases(server: Server, cfg: Config) -> list[int]:
 Client = Callable[[int, float, float, list[float]], Awaitable[tuple[int, int]]]
 
 
-async def measure(server: Server, workload: str, streams: int, warmup: float, seconds: float, client: Client) -> Result:
+async def measure(
+    server: Server | Cluster, workload: str, streams: int, warmup: float, seconds: float, client: Client
+) -> Result:
     """Runs `streams` closed-loop clients for warmup + seconds and measures the last `seconds`."""
     now = time.perf_counter()
     start, end = now + warmup, now + warmup + seconds
-    cpu: list[tuple[float, float, float]] = []
+    cpu: list[tuple[list[float], float, float]] = []
 
     async def probe() -> None:
         await asyncio.sleep(max(0.0, start - time.perf_counter()))
-        cpu.append((server.cpu_seconds(), time.process_time(), machine_busy_seconds()))
+        cpu.append((server.member_cpu_seconds(), time.process_time(), machine_busy_seconds()))
         await asyncio.sleep(max(0.0, end - time.perf_counter()))
-        cpu.append((server.cpu_seconds(), time.process_time(), machine_busy_seconds()))
+        cpu.append((server.member_cpu_seconds(), time.process_time(), machine_busy_seconds()))
 
     lists: list[list[float]] = [[] for _ in range(streams)]
     probing = asyncio.ensure_future(probe())
     outcomes = await asyncio.gather(*(client(i, start, end, lists[i]) for i in range(streams)))
     await probing
     latencies = sorted(x for lat in lists for x in lat)
-    (server0, client0, busy0), (server1, client1, busy1) = cpu
+    (members0, client0, busy0), (members1, client1, busy1) = cpu
+    member_cpu = [b - a for a, b in zip(members0, members1, strict=True)]
+    server0, server1 = 0.0, sum(member_cpu)
     ms = 1000.0
     return Result(
         workload=workload,
@@ -142,13 +160,15 @@ async def measure(server: Server, workload: str, streams: int, warmup: float, se
         client_cpu_s=client1 - client0,
         other_cpu_s=max(0.0, (busy1 - busy0) - (server1 - server0) - (client1 - client0)),
         expired_answers=sum(x for _, x in outcomes),
+        members=len(member_cpu),
+        member_cpu_s=member_cpu,
     )
 
 
-async def run_workload(server: Server, workload: str, ids: list[int], cfg: Config) -> Result:
+async def run_workload(server: Server | Cluster, workload: str, ids: list[int], cfg: Config) -> Result:
     streams = 1 if workload == SINGLE else cfg.streams
     seconds = cfg.single_seconds if workload == SINGLE else cfg.seconds
-    chans = await open_channels(server.endpoint, min(cfg.channels, streams))
+    chans = await open_channels(server.endpoints, min(cfg.channels, streams))
     try:
         if workload in ("keepalive", SINGLE):
             requests = [pb.LeaseKeepAliveRequest(ID=i).SerializeToString() for i in ids]
@@ -208,7 +228,7 @@ async def run_workload(server: Server, workload: str, ids: list[int], cfg: Confi
         await asyncio.gather(*(ch.close() for ch in chans))
 
 
-async def bench_all(servers: list[Server], cfg: Config, log: bool = True) -> list[Result]:
+async def bench_all(servers: list[Server | Cluster], cfg: Config, log: bool = True) -> list[Result]:
     ids = await asyncio.gather(*(grant_leases(server, cfg) for server in servers))
     plan = list(cfg.workloads)
     if cfg.single_seconds > 0 and "keepalive" in plan:
@@ -229,7 +249,7 @@ async def bench_all(servers: list[Server], cfg: Config, log: bool = True) -> lis
 
 
 def run(cfg: Config, workdir: Path, log: bool = True) -> tuple[list[Result], dict[str, str]]:
-    with started_servers(cfg.servers, workdir, log) as (servers, versions):
+    with started_targets(cfg.servers, workdir, cfg.members, log) as (servers, versions):
         return uvloop.run(bench_all(servers, cfg, log)), versions
 
 
@@ -264,9 +284,15 @@ def table(results: list[Result], cfg: Config) -> str:
     errors = sum(r.errors for r in results)
     expired = sum(r.expired_answers for r in results)
     others = [100 * r.other_cpu_s / r.seconds for r in results]
+    topology = (
+        "single members"
+        if cfg.members == 1
+        else f"{cfg.members}-member clusters, channels round-robin over the members, leader first"
+    )
     lines.append(
-        f"({cfg.leases:,} leases of TTL {cfg.ttl} s, {cfg.streams} streams over {cfg.channels} channels, "
-        f"{cfg.seconds:g} s per workload after {cfg.warmup:g} s of warm-up; cpu = the server's CPU use, "
+        f"({topology}; {cfg.leases:,} leases of TTL {cfg.ttl} s, {cfg.streams} streams over {cfg.channels} channels, "
+        f"{cfg.seconds:g} s per workload after {cfg.warmup:g} s of warm-up; cpu = the server's CPU use summed "
+        "over its members, "
         f"100% = one core; {errors} errors; {expired} keep-alives answered TTL 0; other processes on the machine "
         f"used {sum(others) / len(others):.0f}% on average, at most {max(others):.0f}%)"
     )
@@ -294,12 +320,20 @@ def parse_args(argv: list[str]) -> tuple[Config, Path]:
     p.add_argument("--leases", type=int, default=d.leases, help="leases granted before the workloads")
     p.add_argument("--ttl", type=int, default=d.ttl, help="their TTL in seconds")
     p.add_argument("--streams", type=int, default=d.streams, help="keep-alive streams (or calls) in flight")
-    p.add_argument("--channels", type=int, default=d.channels, help="gRPC connections the streams share")
+    p.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        help=f"gRPC connections the streams share (default {d.channels}, or 2 per member with several members)",
+    )
     p.add_argument("--workloads", default=",".join(d.workloads), help=f"comma-separated, of {', '.join(WORKLOADS)}")
     p.add_argument(
         "--single-seconds", type=float, default=None, help="seconds of the one-stream keep-alive row (0 skips it)"
     )
     p.add_argument("--servers", default=",".join(d.servers), help="comma-separated, of raftkv, etcd")
+    p.add_argument(
+        "--members", type=int, choices=(1, 3), default=d.members, help="members per server: 1 (default) or 3"
+    )
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON results go")
     a = p.parse_args(argv)
     workloads = [w for w in a.workloads.split(",") if w]
@@ -310,6 +344,8 @@ def parse_args(argv: list[str]) -> tuple[Config, Path]:
     for s in servers:
         if s not in KINDS:
             p.error(f"unknown server {s!r}")
+    if a.channels is None:
+        a.channels = d.channels if a.members == 1 else 2 * a.members
     if a.leases < 1 or a.streams < 1 or a.channels < 1 or a.seconds <= 0 or a.warmup < 0 or a.ttl < 1:
         p.error("--leases, --streams, --channels, --ttl and --seconds must be positive, --warmup not negative")
     cfg = Config(
@@ -322,6 +358,7 @@ def parse_args(argv: list[str]) -> tuple[Config, Path]:
         workloads=workloads,
         single_seconds=a.seconds if a.single_seconds is None else a.single_seconds,
         servers=servers,
+        members=a.members,
     )
     return cfg, a.results_dir
 
@@ -329,11 +366,13 @@ def parse_args(argv: list[str]) -> tuple[Config, Path]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cfg, results_dir = parse_args(argv)
+    exit_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="raftkv-bench-") as tmp:
         results, versions = run(cfg, Path(tmp))
     doc = document(cfg, results, versions, argv)
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"lease-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    members = "" if cfg.members == 1 else f"{cfg.members}members-"
+    path = results_dir / f"lease-{members}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     print()
     print(table(results, cfg))

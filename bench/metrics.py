@@ -95,7 +95,7 @@ async def window(
     scraper = Scraper(server.port, interval) if interval else None
     if scraper is not None:
         scraper.start()
-    result = await drive(server, workload, requests, cfg.clients, cfg.channels, cfg.warmup, cfg.seconds)
+    result = await drive(server, workload, requests, cfg.clients[0], cfg.channels, cfg.warmup, cfg.seconds)
     w = Window(workload, scraper is not None, rnd, result.ops_per_s, result.server_cpu_s, result.other_cpu_s)
     if scraper is not None:
         scraper.stop_event.set()
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config(
         seconds=args.seconds,
         warmup=args.warmup,
-        clients=args.clients,
+        clients=[args.clients],
         channels=args.channels,
         value_size=args.value_size,
         keys=args.keys,

@@ -38,6 +38,7 @@ __all__ = [
     "member_command",
     "process_cpu_seconds",
     "started_servers",
+    "started_targets",
     "status",
     "version",
 ]
@@ -321,4 +322,30 @@ def started_servers(kinds: list[str], workdir: Path, log: bool = True) -> Iterat
             if log:
                 print(f"starting {kind} ({versions[kind]}) ...", file=sys.stderr, flush=True)
             servers.append(stack.enter_context(server))
+        yield servers, versions
+
+
+@contextlib.contextmanager
+def started_targets(
+    kinds: list[str], workdir: Path, members: int = 1, log: bool = True
+) -> Iterator[tuple[list[Server | Cluster], dict[str, str]]]:
+    """Fresh servers of each kind, up for the whole block: single members, or clusters of ``members``.
+
+    Yields (servers, kind -> version); a cluster's ``endpoints`` are leader first.
+    """
+    with contextlib.ExitStack() as stack:
+        servers: list[Server | Cluster] = []
+        versions: dict[str, str] = {}
+        for kind in kinds:
+            server: Server | Cluster = (
+                Server(kind, workdir / kind) if members == 1 else Cluster(kind, workdir / kind, size=members)
+            )
+            versions[kind] = server.version()
+            if log:
+                what = "" if members == 1 else f", {members} members"
+                print(f"starting {kind} ({versions[kind]}{what}) ...", file=sys.stderr, flush=True)
+            stack.enter_context(server)
+            servers.append(server)
+            if log and isinstance(server, Cluster):
+                print(f"  leader {server.leader_name}; endpoints {', '.join(server.endpoints)}", file=sys.stderr)
         yield servers, versions

@@ -143,7 +143,9 @@ async def _bench(server: SecureServer, cfg: kv.Config) -> list[kv.Result]:
     results = []
     for workload in cfg.workloads:
         requests = kv.encoded_requests(workload, cfg)
-        r = await kv.drive(server, workload, requests, cfg.clients, cfg.channels, cfg.warmup, cfg.seconds, server.open)
+        r = await kv.drive(
+            server, workload, requests, cfg.clients[0], cfg.channels, cfg.warmup, cfg.seconds, server.open
+        )
         r.server = f"{server.kind} {server.mode}"
         results.append(r)
         print(
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = kv.Config(
         seconds=a.seconds,
         warmup=a.warmup,
-        clients=a.clients,
+        clients=[a.clients],
         channels=a.channels,
         keys=a.keys,
         workloads=["put", "range"],

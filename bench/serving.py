@@ -409,7 +409,7 @@ class Measurement:
 async def measure(servers: Servers, cfg: Config, requests: list[bytes], rate: float | None) -> Result:
     opener = servers.open_balanced if servers.option.processes > 1 else None
     return await drive(
-        servers, "srange", requests, cfg.clients, cfg.channels, cfg.warmup, cfg.seconds, opener=opener, rate=rate
+        servers, "srange", requests, cfg.clients[0], cfg.channels, cfg.warmup, cfg.seconds, opener=opener, rate=rate
     )
 
 
@@ -535,7 +535,7 @@ def table(rows: list[Row], cfg: Config, rate: float | None = None) -> str:
             lines.append(f"{option:<20} | " + " | ".join(cells))
     others = [r.other_cpu for r in rows]
     lines.append(
-        f"({cfg.clients} clients over {cfg.channels} channels{f' offering {rate:,.0f} requests/s' if rate else ''}, "
+        f"({cfg.clients[0]} clients over {cfg.channels} channels{f' offering {rate:,.0f} requests/s' if rate else ''}, "
         f"serializable Range of one key, a fixed 256-byte-value "
         f"response; {cfg.seconds:g} s per option after {cfg.warmup:g} s of warm-up; each row the quietest of "
         f"{rows[0].rounds} round(s), (median) = server µs/req over all rounds; "
@@ -563,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pythons", default=sys.executable, help="comma-separated interpreters to run the servers with")
     p.add_argument("--seconds", type=float, default=d.seconds, help="measured seconds per option")
     p.add_argument("--warmup", type=float, default=d.warmup, help="warm-up seconds before each measurement")
-    p.add_argument("--clients", type=int, default=d.clients, help="concurrent requests in flight")
+    p.add_argument("--clients", type=int, default=d.clients[0], help="concurrent requests in flight")
     p.add_argument("--channels", type=int, default=d.channels, help="gRPC connections the clients share")
     p.add_argument("--keys", type=int, default=d.keys, help="distinct requests (keys) the clients cycle through")
     p.add_argument("--rounds", type=int, default=1, help="repeat the plan; report each option's quietest round")
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     if not options or not pythons or a.rounds < 1 or a.clients < 1 or a.channels < 1 or a.seconds <= 0:
         p.error("need options, pythons, and positive --rounds, --clients, --channels, --seconds")
     exit_on_sigterm()
-    cfg = Config(seconds=a.seconds, warmup=a.warmup, clients=a.clients, channels=a.channels, keys=a.keys)
+    cfg = Config(seconds=a.seconds, warmup=a.warmup, clients=[a.clients], channels=a.channels, keys=a.keys)
     if a.rate is not None and a.rate <= 0:
         p.error("--rate must be positive")
     ms = run(options, pythons, cfg, a.rounds, a.rate)

@@ -1,9 +1,11 @@
 """Watch event latency and fan-out of raftkv and of real etcd, measured alike in one run.
 
     python -m bench.watch --rounds 300 --fanout 1,100,1000 --streams 10
+    python -m bench.watch --members 3     # three-member clusters of each
 
-For each server (a fresh single-member raftkv and a fresh single-member etcd, on free loopback
-ports, measured one after the other so they never share the CPU while measured):
+For each server (a fresh raftkv and a fresh etcd, single members or with ``--members 3``
+three-member clusters, on free loopback ports, measured one after the other so they never share
+the CPU while measured):
 
 - ``latency``: one watcher on one key; a single client puts to that key, waits for the event,
   and puts again. Put-to-event latency: from sending the put until its event arrives.
@@ -15,6 +17,14 @@ ports, measured one after the other so they never share the CPU while measured):
 The client costs the shared CPU as little as possible: watch responses are not decoded (a round's
 events are counted as messages: every message after the put of a round is that round's event),
 requests are encoded once, and each stream is read by one coroutine.
+
+Connections: one for the puts, then one per Watch stream, round-robin over the server's
+endpoints (``bench.kv.open_channels``). A cluster's endpoints are leader first, so the puts (the
+events' writes) go to the leader and the streams spread over the members starting with a
+follower: the latency watcher watches on a follower (the event reaches it after the entry is
+committed and that follower applied it), and the fan-out streams go to the members in turn
+(with 10 streams: 4 on the first follower, 3 on the other, 3 on the leader). A cluster's CPU is
+the sum over its members (``member_cpu_s`` has each, leader first).
 
 Prints a table (latency percentiles, delivered events/s, the server's CPU use, raftkv/etcd ratios)
 and writes the results to ``bench/results/watch-<UTC timestamp>.json``. Nothing here asserts a
@@ -37,7 +47,7 @@ import grpc
 import uvloop
 
 from bench.kv import fmt, machine, machine_busy_seconds, open_channels, percentile
-from bench.procs import KINDS, Server, started_servers
+from bench.procs import KINDS, Cluster, Server, exit_on_sigterm, started_targets
 from proto.etcdserverpb import rpc_pb2 as pb
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -54,6 +64,7 @@ class Config:
     value_size: int = 256
     latency: bool = True
     servers: list[str] = field(default_factory=lambda: list(KINDS))
+    members: int = 1  # per server: 1, or a cluster of 3
 
 
 @dataclass
@@ -72,6 +83,8 @@ class Result:
     server_cpu_s: float
     client_cpu_s: float
     other_cpu_s: float
+    members: int = 1
+    member_cpu_s: list[float] = field(default_factory=list)  # server_cpu_s per member (leader first)
 
     @property
     def server_cpu_us_per_event(self) -> float:
@@ -129,10 +142,11 @@ class Streams:
                 await r
 
 
-async def measure(server: Server, workload: str, watchers: int, cfg: Config) -> Result:
+async def measure(server: Server | Cluster, workload: str, watchers: int, cfg: Config) -> Result:
     streams = 1 if watchers == 1 else max(1, min(cfg.streams, watchers))
     prefix = b"bench/watch/%s/" % workload.encode()
-    chans = await open_channels(server.endpoint, streams + 1)
+    # channel 0 (the puts) to the first endpoint, a cluster's leader; the streams' round-robin after it
+    chans = await open_channels(server.endpoints, streams + 1)
     try:
         put = chans[0].unary_unary(PUT)
         if watchers == 1 and workload == "latency":
@@ -154,7 +168,7 @@ async def measure(server: Server, workload: str, watchers: int, cfg: Config) -> 
         for i, req in enumerate(requests):
             if i == cfg.warmup_rounds:
                 t_start = perf()
-                cpu0 = (server.cpu_seconds(), time.process_time(), machine_busy_seconds())
+                cpu0 = (server.member_cpu_seconds(), time.process_time(), machine_busy_seconds())
             ws.reset()
             t0 = perf()
             sent = asyncio.ensure_future(put(req, timeout=10))
@@ -165,13 +179,15 @@ async def measure(server: Server, workload: str, watchers: int, cfg: Config) -> 
                 firsts.append(ws.first_at - t0)
                 lasts.append(t1 - t0)
         seconds = perf() - t_start  # type: ignore[operator]
-        cpu1 = (server.cpu_seconds(), time.process_time(), machine_busy_seconds())
+        cpu1 = (server.member_cpu_seconds(), time.process_time(), machine_busy_seconds())
         await ws.close()
     finally:
         await asyncio.gather(*(ch.close() for ch in chans))
     firsts.sort()
     lasts.sort()
-    (s0, c0, b0), (s1, c1, b1) = cpu0, cpu1  # type: ignore[misc]
+    (m0, c0, b0), (m1, c1, b1) = cpu0, cpu1  # type: ignore[misc]
+    member_cpu = [b - a for a, b in zip(m0, m1, strict=True)]
+    s0, s1 = 0.0, sum(member_cpu)
     ms = 1000.0
     return Result(
         workload=workload,
@@ -188,6 +204,8 @@ async def measure(server: Server, workload: str, watchers: int, cfg: Config) -> 
         server_cpu_s=s1 - s0,
         client_cpu_s=c1 - c0,
         other_cpu_s=max(0.0, (b1 - b0) - (s1 - s0) - (c1 - c0)),
+        members=len(member_cpu),
+        member_cpu_s=member_cpu,
     )
 
 
@@ -197,7 +215,7 @@ def plan(cfg: Config) -> list[tuple[str, int]]:
     return out
 
 
-async def bench_all(servers: list[Server], cfg: Config, log: bool = True) -> list[Result]:
+async def bench_all(servers: list[Server | Cluster], cfg: Config, log: bool = True) -> list[Result]:
     results = []
     for workload, watchers in plan(cfg):
         for server in servers:
@@ -214,7 +232,7 @@ async def bench_all(servers: list[Server], cfg: Config, log: bool = True) -> lis
 
 
 def run(cfg: Config, workdir: Path, log: bool = True) -> tuple[list[Result], dict[str, str]]:
-    with started_servers(cfg.servers, workdir, log) as (servers, versions):
+    with started_targets(cfg.servers, workdir, cfg.members, log) as (servers, versions):
         return uvloop.run(bench_all(servers, cfg, log)), versions
 
 
@@ -251,10 +269,16 @@ def table(results: list[Result], cfg: Config) -> str:
                     f"{a.events_per_s / b.events_per_s:>8.2f}"
                 )
         lines.append(line)
+    topology = (
+        "single members"
+        if cfg.members == 1
+        else f"{cfg.members}-member clusters, puts to the leader, streams round-robin over the members"
+    )
     lines.append(
-        f"(latency: put sent -> event received by the last watcher; one put in flight; {cfg.rounds} rounds after "
+        f"({topology}; latency: put sent -> event received by the last watcher; one put in flight; "
+        f"{cfg.rounds} rounds after "
         f"{cfg.warmup_rounds} of warm-up; watchers spread over up to {cfg.streams} streams; {cfg.value_size}-byte "
-        "values; cpu = the server's CPU use while measuring, 100% = one core)"
+        "values; cpu = the server's CPU use while measuring, summed over its members, 100% = one core)"
     )
     return "\n".join(lines)
 
@@ -297,6 +321,9 @@ def parse_args(argv: list[str]) -> tuple[Config, Path]:
     p.add_argument("--value-size", type=int, default=d.value_size, help="bytes per put value")
     p.add_argument("--no-latency", action="store_true", help="skip the single-watcher latency workload")
     p.add_argument("--servers", default=",".join(d.servers), help="comma-separated, of raftkv, etcd")
+    p.add_argument(
+        "--members", type=int, choices=(1, 3), default=d.members, help="members per server: 1 (default) or 3"
+    )
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON results go")
     a = p.parse_args(argv)
     servers = [s for s in a.servers.split(",") if s]
@@ -317,6 +344,7 @@ def parse_args(argv: list[str]) -> tuple[Config, Path]:
         value_size=a.value_size,
         latency=not a.no_latency,
         servers=servers,
+        members=a.members,
     )
     return cfg, a.results_dir
 
@@ -324,11 +352,13 @@ def parse_args(argv: list[str]) -> tuple[Config, Path]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cfg, results_dir = parse_args(argv)
+    exit_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="raftkv-bench-") as tmp:
         results, versions = run(cfg, Path(tmp))
     doc = document(cfg, results, versions, argv)
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"watch-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    members = "" if cfg.members == 1 else f"{cfg.members}members-"
+    path = results_dir / f"watch-{members}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     print()
     print(table(results, cfg))

@@ -1,4 +1,7 @@
-"""bench.kv end to end, briefly: both servers, every workload, well-formed JSON. No timing is asserted."""
+"""bench.kv and bench.memory end to end, briefly: both servers, every workload, well-formed JSON.
+
+No timing or size is asserted: only the structure of the results, and what must hold on any machine.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +14,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-ROWS = ["put", "range", "srange", "put-1"]
+ROWS = ["put", "range", "srange", "txn", "put-1"]
 SERVERS = ["raftkv", "etcd"]
 
 
 def test_bench_kv_runs_against_both_servers(tmp_path: Path) -> None:
     assert shutil.which("etcd"), "etcd-server must be installed (scripts/test installs it)"
-    args = ["--seconds", "1", "--warmup", "0.2", "--single-seconds", "0.5", "--clients", "4", "--channels", "2"]
+    args = ["--seconds", "0.6", "--warmup", "0.2", "--single-seconds", "0.5", "--clients", "2,4", "--channels", "2"]
     args += ["--keys", "100", "--value-size", "64", "--results-dir", str(tmp_path)]
     proc = subprocess.run(
         [sys.executable, "-m", "bench.kv", *args], cwd=REPO, capture_output=True, text=True, timeout=120
@@ -28,25 +31,40 @@ def test_bench_kv_runs_against_both_servers(tmp_path: Path) -> None:
     doc = json.loads(path.read_text())
     assert doc["benchmark"] == "kv"
     assert doc["machine"]["cpus"] >= 1
-    assert doc["config"]["clients"] == 4 and doc["config"]["value_size"] == 64
+    assert doc["config"]["clients"] == [2, 4] and doc["config"]["value_size"] == 64
     assert set(doc["servers"]) == set(SERVERS)
     assert doc["servers"]["etcd"].startswith("3.")
 
     results = doc["results"]
-    assert [(r["workload"], r["server"]) for r in results] == [(w, s) for w in ROWS for s in SERVERS]
+    rows = [(w, c) for w in ROWS[:-1] for c in (2, 4)] + [("put-1", 1)]
+    assert [(r["workload"], r["clients"], r["server"]) for r in results] == [
+        (w, c, s) for w, c in rows for s in SERVERS
+    ]
     for r in results:
-        assert r["clients"] == (1 if r["workload"] == "put-1" else 4)
         assert r["ops"] > 0, r
         assert r["errors"] == 0, r
         for name in ("ops_per_s", "p50_ms", "p99_ms", "mean_ms", "max_ms", "server_cpu_s", "client_cpu_s"):
             assert isinstance(r[name], float) and math.isfinite(r[name]) and r[name] >= 0, (name, r)
         assert r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
-    assert set(doc["ratios"]) == set(ROWS)
-    assert all(set(v) == {"ops_per_s", "p50_ms", "p99_ms"} for v in doc["ratios"].values())
+        if r["workload"] == "txn":
+            # a key per client: a swap fails at most on each client's first try (its key written before)
+            assert 0 <= r["cas_failed"] <= r["clients"] and r["ops"] > r["cas_failed"], r
+        else:
+            assert r["cas_failed"] == 0, r
+    assert [(x["workload"], x["clients"]) for x in doc["ratios"]] == rows
+    assert all(set(x) == {"workload", "clients", "ops_per_s", "p50_ms", "p99_ms"} for x in doc["ratios"])
 
-    # the printed table has a row per workload and names the results file
-    for title in ("put", "range (linearizable)", "range (serializable)", "put, 1 client"):
-        assert any(line.startswith(title + " ") for line in proc.stdout.splitlines()), proc.stdout
+    # the printed table has a row per workload and client count, and names the results file
+    lines = proc.stdout.splitlines()
+    titles = {"put": "put", "range": "range (linearizable)", "srange": "range (serializable)"}
+    titles |= {"txn": "txn compare-and-swap", "put-1": "put, 1 client"}
+    for w, c in rows:
+        assert any(line.startswith(titles[w] + " ") and line.split("|")[0].split()[-1] == str(c) for line in lines), (
+            w,
+            c,
+            proc.stdout,
+        )
+    assert "swapped" in proc.stdout
     assert str(path) in proc.stdout
 
 
@@ -71,6 +89,7 @@ def test_bench_kv_runs_three_member_clusters(tmp_path: Path) -> None:
     assert [(r["workload"], r["server"]) for r in results] == [(w, s) for w in ROWS for s in SERVERS]
     for r in results:
         assert r["ops"] > 0 and r["errors"] == 0, r
+        assert r["clients"] == (1 if r["workload"] == "put-1" else 6), r
         assert r["members"] == 3 and len(r["member_cpu_s"]) == 3, r
         assert math.isclose(sum(r["member_cpu_s"]), r["server_cpu_s"], abs_tol=1e-6), r
     # two rounds: every row is reported once, from the round the rest of the machine was quietest
@@ -150,3 +169,32 @@ def test_bench_metrics_runs_and_sees_the_counters_move(tmp_path: Path) -> None:
         "ratio_with_to_without",
         "scrape_cpu_share_of_load",
     }
+
+
+def test_bench_memory_runs_three_member_clusters(tmp_path: Path) -> None:
+    assert shutil.which("etcd"), "etcd-server must be installed (scripts/test installs it)"
+    args = ["--keys", "1000", "--value-size", "64", "--txn-ops", "50", "--settle", "0.2"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.memory", *args, "--results-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (path,) = tmp_path.glob("memory-3members-*.json")
+    doc = json.loads(path.read_text())
+    assert doc["benchmark"] == "memory" and doc["config"]["members"] == 3 and doc["config"]["keys"] == 1000
+    assert set(doc["servers"]) == set(SERVERS)
+    assert [r["server"] for r in doc["results"]] == SERVERS
+    for r in doc["results"]:
+        assert r["keys_counted"] == 1000 and r["load_seconds"] > 0, r
+        members = r["members"]
+        assert [m["role"] for m in members] == ["leader", "follower", "follower"], members
+        assert sorted(m["name"] for m in members) == ["m1", "m2", "m3"] and len({m["pid"] for m in members}) == 3
+        for m in members:
+            assert 0 < m["rest"]["rss"] <= m["rest"]["peak"], m
+            assert 0 < m["loaded"]["rss"] <= m["loaded"]["peak"] and m["loaded"]["peak"] >= m["rest"]["peak"], m
+            assert m["disk_bytes"] > 0, m
+    assert set(doc["ratios"]) == {"rest_rss", "rest_peak", "loaded_rss", "loaded_peak", "load_seconds"}
+    assert "raftkv/etcd" in proc.stdout and str(path) in proc.stdout

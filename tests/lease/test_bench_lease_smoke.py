@@ -33,3 +33,22 @@ def test_bench_lease_runs_against_both_servers(tmp_path: Path) -> None:
         assert r["ops"] > 0, r
         assert r["errors"] == 0, r
         assert r["expired_answers"] == 0, r
+
+
+def test_bench_lease_runs_three_member_clusters(tmp_path: Path) -> None:
+    assert shutil.which("etcd"), "etcd-server must be installed (scripts/test installs it)"
+    args = ["--members", "3", "--seconds", "0.5", "--warmup", "0.2", "--single-seconds", "0.3", "--leases", "30"]
+    args += ["--streams", "6", "--workloads", "keepalive,ttl", "--results-dir", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.lease", *args], cwd=REPO, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (path,) = tmp_path.glob("lease-3members-*.json")
+    doc = json.loads(path.read_text())
+    assert doc["config"]["members"] == 3 and doc["config"]["channels"] == 6  # two per member by default
+    rows = ["keepalive", "keepalive-1", "ttl"]
+    assert [(r["workload"], r["server"]) for r in doc["results"]] == [(w, s) for w in rows for s in ("raftkv", "etcd")]
+    for r in doc["results"]:
+        assert r["ops"] > 0 and r["errors"] == 0 and r["expired_answers"] == 0, r
+        assert r["members"] == 3 and len(r["member_cpu_s"]) == 3, r
+    assert "3-member clusters" in proc.stdout

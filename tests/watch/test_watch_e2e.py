@@ -15,7 +15,7 @@ it is wired.
   Then, left alone, the last member ends ``hasleader`` streams with ``etcdserver: no leader``.
 - A member that installs a snapshot from the leader while a client watches it keeps that stream,
   and the client still gets every revision, once (the hub is reset to the new store).
-- ``bench.watch`` runs against both servers.
+- ``bench.watch`` runs against both servers, single members and three-member clusters.
 """
 
 from __future__ import annotations
@@ -455,3 +455,26 @@ def test_bench_watch_runs_against_both_servers(tmp_path: Path) -> None:
     }
     assert set(doc["ratios"]) == {"latency", "fanout-1", "fanout-20"}
     assert "raftkv/etcd" in out.stdout
+
+
+def test_bench_watch_runs_three_member_clusters(tmp_path: Path) -> None:
+    """bench.watch --members 3, briefly: streams over every member, CPU per member. No timing is asserted."""
+    args = ["--members", "3", "--rounds", "4", "--warmup-rounds", "1", "--fanout", "12", "--streams", "3"]
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.watch", *args, "--results-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    [path] = tmp_path.glob("watch-3members-*.json")
+    doc = json.loads(path.read_text())
+    assert doc["config"]["members"] == 3
+    assert [(r["workload"], r["server"]) for r in doc["results"]] == [
+        (w, s) for w in ("latency", "fanout-12") for s in ("raftkv", "etcd")
+    ]
+    for r in doc["results"]:
+        assert r["members"] == 3 and len(r["member_cpu_s"]) == 3, r
+        assert r["rounds"] == 4 and r["events_per_s"] > 0, r
+    assert "3-member clusters" in out.stdout
