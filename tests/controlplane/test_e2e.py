@@ -35,7 +35,12 @@ from tests.controlplane.harness import ControlPlane, store_cluster, store_leader
 pytestmark = pytest.mark.integration
 
 REPLICAS, SURGE, UNAVAILABLE = 5, 1, 1
-TTL = 3  # node and controller-manager lease TTL, seconds (etcd's minimum here is 2)
+TTL = 3  # controller-manager lease TTL and the crashed node's, seconds (etcd's minimum here is 2)
+# The node that must not go NotReady (node-1, and node-2 once it is back) holds a longer lease: the
+# rolling update's maxUnavailable bound covers the deployment controller's own choices, not pods
+# evicted from a node whose 3 s lease lapsed while the store's leader was being replaced (one full
+# run in about ten saw node-1 evicted so, and availability drop to 3 of 5). Kubernetes' is 40 s.
+STEADY_NODE_TTL = 15
 
 
 def manifest(version: str, replicas: int) -> str:
@@ -211,7 +216,7 @@ def _story(cluster, cp: ControlPlane, mark) -> None:
     cp.start_controller_manager("cm-a", TTL)
     cp.start_controller_manager("cm-b", TTL)
     cp.start_scheduler()
-    cp.start_agent("node-1", TTL)
+    cp.start_agent("node-1", STEADY_NODE_TTL)
     cp.start_agent("node-2", TTL)
     wait_for("two Ready nodes", lambda: len([n for n in c.list(kinds.NODE)[0] if condition_true(n, "Ready")]) == 2)
     mark("components up")
@@ -286,7 +291,7 @@ def _story(cluster, cp: ControlPlane, mark) -> None:
     wait_for("node-2's pods rescheduled on node-1", rescheduled, timeout=120)
     moved_after = time.monotonic() - crashed_at
     print(f"node-2 NotReady {not_ready_after:.2f}s after the crash; pods rescheduled {moved_after:.2f}s after")
-    cp.start_agent("node-2", TTL)
+    cp.start_agent("node-2", STEADY_NODE_TTL)
     wait_for("node-2 Ready again", lambda: condition_true(c.get(kinds.NODE, None, "node-2"), "Ready"), timeout=60)
     mark("node crash handled")
 
