@@ -108,7 +108,7 @@ class ReadyLoop:
                         self._campaign_when_applied = False
                         if rn.lead == NONE and self.conf_state.voters == (node.member_id,):
                             rn.campaign()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
             raise
         except BaseException as exc:  # a failed fsync or a bug in apply: nothing more may be acknowledged
             log.critical("raft node stopped", exc_info=exc)
