@@ -1,8 +1,9 @@
 """Servers for benchmarks: raftkv or etcd, one member or a cluster, on free loopback ports, data in a temp dir.
 
-``Server`` is a single-member server; ``Cluster`` is a cluster of ``size`` members (three, as in
-production): raftkv's through ``chaos.cluster.LocalCluster`` (the launcher ``raftkv cluster``
-uses), etcd's as ``size`` etcd processes started here with one ``--initial-cluster``. Both kinds
+Every member is launched by ``chaos.launch`` (the one launcher of member processes, which the tests,
+the chaos harness and ``raftkv cluster`` use too). ``Server`` is a single-member server; ``Cluster``
+is a cluster of ``size`` members (three, as in production) through ``chaos.cluster.LocalCluster``:
+raftkv's, or etcd's (the same flags, the etcd binary as the command). Both kinds
 of object offer what a benchmark needs: ``kind``, ``endpoints`` (a cluster's leader first, once
 started), ``cpu_seconds()`` (summed over every member process) and ``member_cpu_seconds()``.
 
@@ -12,8 +13,6 @@ Kept apart from ``tests/procs.py`` on purpose: benchmarks are not tests and must
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,12 +23,26 @@ from pathlib import Path
 import grpc
 
 from chaos.cluster import LocalCluster
+from chaos.launch import RAFTKV, MemberProcess, etcd_binary, member_args, process_cpu_seconds, status
 from chaos.ports import free_port
 from proto.etcdserverpb import rpc_pb2 as pb
-from proto.etcdserverpb import rpc_pb2_grpc
+
+__all__ = [
+    "KINDS",
+    "Cluster",
+    "Server",
+    "etcd_binary",
+    "exit_on_sigterm",
+    "free_port",
+    "free_ports",
+    "member_command",
+    "process_cpu_seconds",
+    "started_servers",
+    "status",
+    "version",
+]
 
 KINDS = ("raftkv", "etcd")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def exit_on_sigterm() -> None:
@@ -54,13 +67,6 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def etcd_binary() -> str:
-    etcd = shutil.which("etcd")
-    if etcd is None:
-        raise RuntimeError("etcd is not installed (apt-get install etcd-server)")
-    return etcd
-
-
 def version(kind: str) -> str:
     """etcd's version, or raftkv's git revision (``+dirty`` with uncommitted changes to tracked files)."""
     if kind == "etcd":
@@ -72,18 +78,6 @@ def version(kind: str) -> str:
     return "git " + (rev.stdout.strip() or "unknown") + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time process ``pid`` (all its threads) has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def status(endpoint: str, timeout: float = 1.0) -> pb.StatusResponse:
-    """Maintenance/Status on a fresh channel, so no reconnect backoff delays a readiness check."""
-    with grpc.insecure_channel(endpoint) as channel:
-        return rpc_pb2_grpc.MaintenanceStub(channel).Status(pb.StatusRequest(), timeout=timeout)
-
-
 def member_command(
     kind: str, name: str, data_dir: Path, client_port: int, peer_port: int, initial_cluster: str, token: str = ""
 ) -> list[str]:
@@ -93,19 +87,9 @@ def member_command(
     """
     client = f"http://127.0.0.1:{client_port}"
     peer = f"http://127.0.0.1:{peer_port}"
-    common = [
-        f"--name={name}",
-        f"--data-dir={data_dir}",
-        f"--listen-client-urls={client}",
-        f"--advertise-client-urls={client}",
-        f"--listen-peer-urls={peer}",
-        f"--initial-advertise-peer-urls={peer}",
-        f"--initial-cluster={initial_cluster}",
-    ]
-    if token:
-        common += [f"--initial-cluster-token={token}", "--initial-cluster-state=new"]
+    common = member_args(name, data_dir, client, peer, initial_cluster, token, "new" if token else "")
     if kind == "raftkv":
-        return [sys.executable, "-m", "raftkv_cmd.main", "serve", *common]
+        return [*RAFTKV, *common]
     return [etcd_binary(), *common, "--log-level=error"]
 
 
@@ -123,7 +107,11 @@ class Server:
         self.data_dir = workdir / f"{kind}.data"
         self.log_path = workdir / f"{kind}.log"
         self.port, self.peer_port = free_ports(2)
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.member = MemberProcess(name, "127.0.0.1", self.port, self.peer_port, self.data_dir, self.log_path)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.member.proc
 
     @property
     def endpoint(self) -> str:
@@ -147,28 +135,13 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> Server:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=os.environ.copy()
-            )
+        self.member.spawn(self.command(), cwd=self.workdir)
         self._wait_ready(timeout)
         return self
 
     def _wait_ready(self, timeout: float) -> None:
         """Until Status names a leader."""
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if status(self.endpoint).leader:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.kind} not ready on {self.endpoint}:\n{self.log_tail()}")
-            time.sleep(0.05)
+        self.member.wait_status(timeout, leader=True)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server process has used so far (Linux /proc)."""
@@ -178,22 +151,10 @@ class Server:
         return [self.cpu_seconds()]
 
     def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return self.member.log_tail(chars)
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        self.member.stop(signal.SIGTERM, timeout)
 
     def __enter__(self) -> Server:
         return self.start()
@@ -205,9 +166,9 @@ class Server:
 class Cluster:
     """A fresh cluster of ``size`` members of ``kind`` under ``workdir``, on free loopback ports.
 
-    raftkv members are started by ``chaos.cluster.LocalCluster`` (given free ports, so nothing
-    clashes with a cluster on etcd's default ports); etcd members are ``size`` etcd processes
-    started here with the same flags. Once every member answers and all agree on a leader,
+    Members are started by ``chaos.cluster.LocalCluster`` (given free ports, so nothing clashes with
+    a cluster on etcd's default ports), etcd's with the etcd binary as the command and the same
+    flags. Once every member answers and all agree on a leader,
     ``endpoints`` lists the leader's client endpoint first, then the followers' in member order:
     so a single connection (the single-client row) goes to the leader on both kinds of cluster,
     and connections spread round-robin over the endpoints give every member the same share.
@@ -227,8 +188,7 @@ class Cluster:
         self.names = [f"m{i + 1}" for i in range(size)]
         self.leader_name = ""
         self._order = list(range(size))  # member indexes, leader first once started
-        self._local: LocalCluster | None = None  # raftkv's members
-        self._procs: list[subprocess.Popen[bytes]] = []  # etcd members
+        self._local: LocalCluster | None = None
 
     # ---- addresses and processes ----
 
@@ -256,9 +216,9 @@ class Cluster:
     @property
     def pids(self) -> list[int]:
         """Member process ids in member order."""
-        if self._local is not None:
-            return [m.pid for m in self._local.members if m.pid is not None]
-        return [p.pid for p in self._procs]
+        if self._local is None:
+            return []
+        return [m.pid for m in self._local.members if m.pid is not None]
 
     def log_path(self, i: int) -> Path:
         return self.workdir / f"{self.names[i]}.log"
@@ -286,18 +246,20 @@ class Cluster:
 
     def start(self, timeout: float = 60.0) -> Cluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # members log to <workdir>/m<i>.log, as log_path says, and keep their data in <workdir>/m<i>.etcd
         if self.kind == "raftkv":
-            # members log to <workdir>/m<i>.log, as log_path says
             local = LocalCluster(self.workdir, size=self.size, ports=list(self.port_pairs), token=self.token)
-            self._local = local
-            local.start(wait=False)
         else:
-            for i, (client, peer) in enumerate(self.port_pairs):
-                data_dir = self.workdir / f"{self.names[i]}.etcd"
-                cmd = member_command("etcd", self.names[i], data_dir, client, peer, self.initial_cluster, self.token)
-                with open(self.log_path(i), "ab") as log:
-                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
-                self._procs.append(proc)
+            local = LocalCluster(
+                self.workdir,
+                size=self.size,
+                ports=list(self.port_pairs),
+                token=self.token,
+                command=[etcd_binary()],
+                extra_args=["--log-level=error"],
+            )
+        self._local = local
+        local.start(wait=False)
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -306,9 +268,9 @@ class Cluster:
         return self
 
     def _running(self) -> list[bool]:
-        if self._local is not None:
-            return [m.running() for m in self._local.members]
-        return [p.poll() is None for p in self._procs]
+        if self._local is None:
+            return []
+        return [m.running() for m in self._local.members]
 
     def _wait_ready(self, timeout: float) -> None:
         """Until every member answers Status and all name the same leader; then orders endpoints leader first."""
@@ -339,16 +301,6 @@ class Cluster:
         if self._local is not None:
             self._local.stop()
             self._local = None
-        for p in self._procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self._procs:
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        self._procs = []
 
     def __enter__(self) -> Cluster:
         return self.start()

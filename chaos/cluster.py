@@ -1,7 +1,8 @@
 """Local clusters of real member processes on 127.0.0.1: start, stop, kill, pause, restart.
 
-Used by ``raftkv cluster`` (the one-command local cluster), by the chaos harness and by the
-integration tests. Each member is a ``raftkv serve`` child process with etcd's flags; its data
+Used by ``raftkv cluster`` (the one-command local cluster), by the chaos harness, the benchmarks and
+the integration tests. Each member is a ``chaos.launch.MemberProcess``: by default a ``raftkv serve``
+child process (``command`` may name another, etcd's) with etcd's flags; its data
 lives in ``<base_dir>/<name>.etcd`` and its output goes to ``<base_dir>/<name>.log`` and, when a
 sink is given, line by line to the sink prefixed with the member's name. Members added at run
 time (``add_process``) join with ``--initial-cluster-state existing``; removed ones are dropped
@@ -10,62 +11,19 @@ with ``forget``.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from chaos import security
-from proto.etcdserverpb import rpc_pb2 as pb
-from proto.etcdserverpb import rpc_pb2_grpc
+from chaos.launch import RAFTKV, LineSink, MemberProcess, member_args, status
 
-LineSink = Callable[[str, str], None]  # (member name, line)
+__all__ = ["DEFAULT_PORTS", "LineSink", "LocalCluster", "MemberProcess"]
 
 # The ports etcd's own local-cluster Procfile uses, so muscle memory and scripts carry over.
 DEFAULT_PORTS = ((2379, 2380), (22379, 22380), (32379, 32380))
-
-
-@dataclass
-class MemberProcess:
-    name: str
-    host: str
-    client_port: int
-    peer_port: int
-    data_dir: Path
-    log_path: Path
-    args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    join: bool = False  # a member added at run time: its first start joins (--initial-cluster-state existing)
-    scheme: str = "http"  # https for a member with TLS (chaos.security)
-    peer_scheme: str = ""  # the peer URLs' scheme when it is not the client URLs'
-    proc: subprocess.Popen | None = None
-    _pump: threading.Thread | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.host}:{self.client_port}"
-
-    @property
-    def client_url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.client_port}"
-
-    @property
-    def peer_url(self) -> str:
-        return f"{self.peer_scheme or self.scheme}://{self.host}:{self.peer_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 class LocalCluster:
@@ -88,7 +46,7 @@ class LocalCluster:
             raise ValueError(f"{size} members need {size} port pairs, got {len(ports)}")
         self.token = token
         self.sink = sink
-        self.command = command or [sys.executable, "-m", "raftkv_cmd.main", "serve"]
+        self.command = command or list(RAFTKV)
         self.members = [
             MemberProcess(
                 name=f"m{i + 1}",
@@ -154,67 +112,33 @@ class LocalCluster:
 
     def argv(self, m: MemberProcess) -> list[str]:
         state = "existing" if m.join or (m.data_dir / "member").exists() else "new"
-        return [
-            *self.command,
-            f"--name={m.name}",
-            f"--data-dir={m.data_dir}",
-            f"--listen-client-urls={m.client_url}",
-            f"--advertise-client-urls={m.client_url}",
-            f"--listen-peer-urls={m.peer_url}",
-            f"--initial-advertise-peer-urls={m.peer_url}",
-            f"--initial-cluster={self.initial_cluster}",
-            f"--initial-cluster-token={self.token}",
-            f"--initial-cluster-state={state}",
-            *m.args,
-        ]
+        flags = member_args(m.name, m.data_dir, m.client_url, m.peer_url, self.initial_cluster, self.token, state)
+        return [*self.command, *flags, *m.args]
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> None:
+        """Starts every member; if they do not all come up, stops the ones that did and raises."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        for m in self.members:
-            self.start_member(m.name, wait=False)
-        if wait:
-            self.wait_ready(timeout)
+        try:
+            for m in self.members:
+                self.start_member(m.name, wait=False)
+            if wait:
+                self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def start_member(self, name: str, wait: bool = True, timeout: float = 30.0) -> MemberProcess:
         m = self.member(name)
         if m.running():
             return m
-        log = open(m.log_path, "ab")  # noqa: SIM115 (owned by the pump thread)
-        m.proc = subprocess.Popen(
-            self.argv(m),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **m.env},
-            start_new_session=True,  # Ctrl-C in a terminal reaches the launcher, which stops members in order
-        )
-        m._pump = threading.Thread(target=self._pump_output, args=(m, m.proc, log), daemon=True)
-        m._pump.start()
+        # a session of its own: Ctrl-C in a terminal reaches the launcher, which stops members in order
+        m.spawn(self.argv(m), sink=self.sink, new_session=True)
         if wait:
             self.wait_member(m, timeout)
         return m
 
-    def _pump_output(self, m: MemberProcess, proc: subprocess.Popen, log: object) -> None:
-        assert proc.stdout is not None
-        with log:  # type: ignore[attr-defined]
-            for raw in proc.stdout:
-                log.write(raw)  # type: ignore[attr-defined]
-                log.flush()  # type: ignore[attr-defined]
-                if self.sink is not None:
-                    self.sink(m.name, raw.decode(errors="replace").rstrip("\n"))
-
     def wait_member(self, m: MemberProcess, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if not m.running():
-                raise RuntimeError(f"{m.name} exited with {m.proc.returncode if m.proc else '?'}; see {m.log_path}")
-            try:
-                with security.channel(m.endpoint) as ch:
-                    rpc_pb2_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=1, wait_for_ready=True)
-                return
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{m.name} did not come up on {m.endpoint}; see {m.log_path}") from None
-                time.sleep(0.05)
+        m.wait_status(timeout, channel=security.channel)
 
     def wait_ready(self, timeout: float = 30.0) -> int:
         """Waits for every running member to answer and for them to agree on a leader; returns its id."""
@@ -228,9 +152,7 @@ class LocalCluster:
                 if not m.running():
                     continue
                 try:
-                    with security.channel(m.endpoint) as ch:
-                        st = rpc_pb2_grpc.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=1)
-                    leaders.add(st.leader)
+                    leaders.add(status(m.endpoint, 1.0, security.channel).leader)
                 except grpc.RpcError:
                     leaders.add(0)
             if len(leaders) == 1 and 0 not in leaders:
@@ -240,36 +162,17 @@ class LocalCluster:
             time.sleep(0.1)
 
     def signal_member(self, name: str, sig: int) -> None:
-        m = self.member(name)
-        if m.running():
-            os.kill(m.proc.pid, sig)  # type: ignore[union-attr]
+        self.member(name).send_signal(sig)
 
     def stop_member(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
-        m = self.member(name)
-        if m.proc is None:
-            return None
-        if m.proc.poll() is None:
-            with_cont = sig != signal.SIGKILL
-            m.proc.send_signal(sig)
-            if with_cont:  # a paused member must be resumed to act on SIGTERM
-                os.kill(m.proc.pid, signal.SIGCONT)
-        try:
-            code = m.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            m.proc.kill()
-            code = m.proc.wait()
-        if m._pump is not None:
-            m._pump.join(5)
-        m.proc = None
-        return code
+        return self.member(name).stop(sig, timeout)
 
     def kill_member(self, name: str) -> int | None:
         return self.stop_member(name, signal.SIGKILL)
 
     def stop(self) -> None:
-        for m in self.members:
-            if m.running():
-                m.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-                os.kill(m.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+        for m in self.members:  # all at once, then each waited for
+            m.send_signal(signal.SIGTERM)
+            m.send_signal(signal.SIGCONT)  # a paused member must be resumed to act on SIGTERM
         for m in self.members:
             self.stop_member(m.name)

@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import grpc
 
 from chaos import security
 from chaos.cluster import LocalCluster, MemberProcess
+from chaos.launch import RAFTKV, etcd_binary
 from chaos.netfault import Partitioner
 from chaos.netns import NetnsCluster, PrivateNetwork
 from chaos.ports import free_port
@@ -164,12 +164,12 @@ class LocalTarget(Target):
         self.network: PrivateNetwork | None = None
         netns = kind == "etcd" if netns is None else netns
         if kind == "etcd":
-            etcd = shutil.which("etcd")
-            if etcd is None:
-                raise TargetError("etcd not found: install Debian's etcd-server")
-            command = [etcd, "--log-level=warn", "--logger=zap"]
+            try:
+                command = [etcd_binary(), "--log-level=warn", "--logger=zap"]
+            except RuntimeError:
+                raise TargetError("etcd not found: install Debian's etcd-server") from None
         elif kind == "raftkv":
-            command = [sys.executable, "-m", "raftkv_cmd.main", "serve"]
+            command = list(RAFTKV)
         else:
             raise TargetError(f"unknown local cluster kind {kind!r}")
         if netns:
@@ -353,7 +353,7 @@ class ExternalTarget(Target):
         super().__init__(names, endpoints)
         self.pids: dict[str, int] = {}
         self._captured: dict[str, _Captured] = {}
-        self._procs: dict[str, subprocess.Popen] = {}
+        self._procs: dict[str, MemberProcess] = {}  # members restarted here (chaos.launch)
         self.log_dir = log_dir
         if pids:
             if len(pids) != len(endpoints):
@@ -380,9 +380,9 @@ class ExternalTarget(Target):
         pid = self.pids.get(name)
         if pid is None:
             return True  # not ours to know: assume so
-        proc = self._procs.get(name)
-        if proc is not None:
-            return proc.poll() is None
+        restarted = self._procs.get(name)
+        if restarted is not None:
+            return restarted.running()
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -401,9 +401,9 @@ class ExternalTarget(Target):
         pid = self._pid(name)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        proc = self._procs.get(name)
-        if proc is not None:
-            proc.wait(10)
+        restarted = self._procs.get(name)
+        if restarted is not None and restarted.proc is not None:
+            restarted.proc.wait(10)
         else:
             deadline = time.monotonic() + 10
             while self.running(name) and time.monotonic() < deadline:
@@ -415,25 +415,21 @@ class ExternalTarget(Target):
             raise TargetError(f"cannot restart {name}: its pid was not given")
         if self.running(name):
             self.kill(name)
-        log = open(self.log_dir / f"{name}.log", "ab") if self.log_dir else subprocess.DEVNULL  # noqa: SIM115
-        proc = subprocess.Popen(
-            cap.argv,
-            env={**cap.env, **(env or {})},
-            cwd=cap.cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self._procs[name] = proc
-        self.pids[name] = proc.pid
+        host, _, port = self.endpoint(name).rpartition(":")
+        log_path = self.log_dir / f"{name}.log" if self.log_dir else Path(os.devnull)
+        member = MemberProcess(name, host, int(port), 0, Path(cap.cwd), log_path)
+        # its own environment and directory, as captured from /proc: not ours
+        member.spawn(cap.argv, env={**cap.env, **(env or {})}, inherit_env=False, cwd=cap.cwd, new_session=True)
+        self._procs[name] = member
+        self.pids[name] = member.pid or 0
         if wait:
-            deadline = time.monotonic() + 30
-            while status(self.endpoint(name)) is None:
-                if proc.poll() is not None:
-                    raise TargetError(f"{name} exited with {proc.returncode} after restart")
-                if time.monotonic() > deadline:
-                    raise TargetError(f"{name} did not answer within 30 s of its restart")
-                time.sleep(0.1)
+            try:
+                member.wait_status(30.0, channel=security.channel)
+            except RuntimeError:
+                code = member.proc.returncode if member.proc is not None else "?"
+                raise TargetError(f"{name} exited with {code} after restart") from None
+            except TimeoutError:
+                raise TargetError(f"{name} did not answer within 30 s of its restart") from None
 
     def pause(self, name: str) -> None:
         os.kill(self._pid(name), signal.SIGSTOP)

@@ -12,9 +12,7 @@ compact protobuf text (``memberID:123 alarm:NOSPACE ``, zero fields left out).
 
 from __future__ import annotations
 
-import lmdb
-
-from kvstore.mvcc.backend import Backend
+from kvstore.mvcc.backend import Backend, Txn
 from kvstore.snapshot import etcd_schema as s
 from proto.etcdserverpb import rpc_pb2 as pb
 
@@ -51,7 +49,7 @@ class AlarmStore:
             if alarm == pb.NONE or a == alarm
         ]
 
-    def activate(self, txn: lmdb.Transaction, member_id: int, alarm: int) -> pb.AlarmMember:
+    def activate(self, txn: Txn, member_id: int, alarm: int) -> pb.AlarmMember:
         """Raises alarm for member_id (or finds it raised); returns it."""
         m = pb.AlarmMember(memberID=member_id, alarm=alarm)
         if (alarm, member_id) not in self._alarms:
@@ -60,7 +58,7 @@ class AlarmStore:
             txn.put(m.SerializeToString(), b"", db=self.backend.dbs[s.ALARM])
         return m
 
-    def deactivate(self, txn: lmdb.Transaction, member_id: int, alarm: int) -> pb.AlarmMember | None:
+    def deactivate(self, txn: Txn, member_id: int, alarm: int) -> pb.AlarmMember | None:
         """Clears alarm for member_id; None when it was not raised."""
         if (alarm, member_id) not in self._alarms:
             return None

@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from kvstore.errors import Compacted, EtcdError, FutureRev, StartupError
+from kvstore.errors import ANSWERABLE, Compacted, EtcdError, FutureRev, StartupError, as_etcd
 
 log = logging.getLogger("raftkv.corrupt")
 
@@ -159,5 +159,5 @@ class PeriodicCheck:
                 continue
             try:
                 await check_once(self.host)
-            except EtcdError as exc:
-                log.warning("failed to check hash KV", extra={"error": exc.message})
+            except ANSWERABLE as exc:
+                log.warning("failed to check hash KV", extra={"error": as_etcd(exc).message})

@@ -1,14 +1,23 @@
-"""Every error a client can see, with etcd's gRPC status code and exact message.
+"""Every error a client can see, with etcd's gRPC status code and exact message, and the one table
+that maps the lower layers' own errors to them.
 
 Clients (etcdctl, client libraries, Kubernetes) match on these strings, so they are spelled
-here once and nowhere else. Internal layers raise these exceptions; the gRPC layer turns them
-into statuses with ``code`` and ``message``.
+here once and nowhere else. The server's services raise these exceptions; the log (``raft.errors``),
+the store (``kvstore.mvcc.errors``) and the lessor (``kvstore.lease.errors``) raise their own,
+which ``LAYER_ERRORS`` maps and ``to_etcd`` translates: at the RPC edge (``kvstore.server.rpc``),
+and in the applier, whose results are etcd's answers. The gRPC layer turns them into statuses with
+``code`` and ``message``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import grpc
 
+from kvstore.lease import errors as lease_errors
+from kvstore.mvcc import errors as mvcc_errors
+from raft import errors as log_errors
 from raft.errors import StartupError as _StartupError
 
 _C = grpc.StatusCode
@@ -161,6 +170,53 @@ class Relayed(EtcdError):
     @classmethod
     def of(cls, exc: EtcdError) -> EtcdError:
         return exc if exc.code == _C.UNKNOWN else cls(exc.message)
+
+
+# The lower layers' errors, as etcd answers them (etcd's togRPCError and the server's own translations).
+# A class not listed is looked up by its bases (RemovedError is a StoppedError; any other LogError is
+# Stopped, the log having stopped); NotPrimary and LeaseExpired never reach a client.
+LAYER_ERRORS: Mapping[type[Exception], type[EtcdError]] = {
+    mvcc_errors.CompactedError: Compacted,
+    mvcc_errors.FutureRevError: FutureRev,
+    lease_errors.LeaseNotFoundError: LeaseNotFound,
+    lease_errors.LeaseExistsError: LeaseExist,
+    lease_errors.LeaseTTLTooLargeError: LeaseTTLTooLarge,
+    log_errors.NoLeaderError: NoLeader,
+    log_errors.BusyError: TooManyRequests,
+    log_errors.NotLeaderError: NotLeader,
+    log_errors.BadTransfereeError: BadLeaderTransferee,
+    log_errors.TransferTimeoutError: TimeoutLeaderTransfer,
+    log_errors.StoppedError: Stopped,
+    log_errors.LogError: Stopped,
+}
+
+ANSWERABLE: tuple[type[Exception], ...] = (
+    EtcdError,
+    mvcc_errors.MvccError,
+    lease_errors.LeaseError,
+    log_errors.LogError,
+)
+"""The errors that have an etcd answer (for ``except``): etcd's own and the layers' that LAYER_ERRORS maps."""
+
+
+def to_etcd(exc: BaseException) -> EtcdError | None:
+    """etcd's error for exc: exc itself if it is one, its LAYER_ERRORS entry (by class, then by base
+    class), or None (an unexpected failure, which the edge answers as an internal error)."""
+    if isinstance(exc, EtcdError):
+        return exc
+    for cls in type(exc).__mro__:
+        etcd = LAYER_ERRORS.get(cls)
+        if etcd is not None:
+            return etcd()
+    return None
+
+
+def as_etcd(exc: Exception) -> EtcdError:
+    """etcd's error for an ANSWERABLE exc (one that ``to_etcd`` maps); anything else is a bug."""
+    etcd = to_etcd(exc)
+    if etcd is None:
+        raise TypeError(f"{type(exc).__name__} has no etcd error") from exc
+    return etcd
 
 
 def from_message(message: str) -> EtcdError | None:

@@ -22,7 +22,6 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import lmdb
 import msgpack
 
 from kvstore.errors import (
@@ -34,7 +33,7 @@ from kvstore.errors import (
     PeerURLExist,
     TooManyLearners,
 )
-from kvstore.mvcc.backend import Backend, from_u64, u64
+from kvstore.mvcc.backend import Backend, Txn, from_u64, u64
 from kvstore.snapshot import etcd_schema as s
 
 MAX_LEARNERS = 1  # etcd's maxLearners
@@ -190,13 +189,11 @@ class Membership:
 
     # ---- changes (in the applier's write transaction) ----
 
-    def _store(self, txn: lmdb.Transaction, info: MemberInfo) -> None:
+    def _store(self, txn: Txn, info: MemberInfo) -> None:
         self.members[info.id] = info
         txn.put(u64(info.id), info.encode(), db=self.backend.dbs[s.MEMBERS])
 
-    def apply(
-        self, txn: lmdb.Transaction, kind: str, member_id: int, ctx: ChangeContext, known: MemberInfo | None
-    ) -> None:
+    def apply(self, txn: Txn, kind: str, member_id: int, ctx: ChangeContext, known: MemberInfo | None) -> None:
         """Applies a change check() accepted. known describes a member whose entry carries no context
         (the first entries of a cluster bootstrapped before contexts were written)."""
         if kind == REMOVE:
@@ -220,7 +217,7 @@ class Membership:
         info.is_learner = kind == ADD_LEARNER
         self._store(txn, info)
 
-    def publish(self, txn: lmdb.Transaction, member_id: int, name: str, client_urls: list[str]) -> None:
+    def publish(self, txn: Txn, member_id: int, name: str, client_urls: list[str]) -> None:
         info = self.members.get(member_id)
         if info is None:  # removed meanwhile: nothing to publish to
             return

@@ -69,7 +69,7 @@ def _bytes(value: Any, what: str, limit: int | None = None) -> bytes:
     return value
 
 
-def _list(value: Any, what: str, length: int | None = None) -> list:
+def _list(value: Any, what: str, length: int | None = None) -> list[Any]:
     if type(value) is not list or (length is not None and len(value) != length):
         raise ValueError(f"{what} is not a list" + (f" of {length}" if length is not None else ""))
     return value

@@ -89,7 +89,7 @@ class WalState:
     snapshot_voters: tuple[int, ...] = ()
     snapshot_learners: tuple[int, ...] = ()
     snapshot_replaces_log: bool = False  # the last snapshot mark is one received from a leader
-    entries: list = field(default_factory=list)  # entries after snapshot_index, contiguous
+    entries: list[Any] = field(default_factory=list)  # entries after snapshot_index, contiguous
 
 
 def _frame(payload: Sequence[Any]) -> bytes:
@@ -170,7 +170,7 @@ class WAL:
         if not names:
             raise StartupError(f"WAL directory {directory} holds no segments")
         state = WalState()
-        entries: list = state.entries
+        entries: list[Any] = state.entries
         last_index = 0
         for n, path in enumerate(names):
             last = n == len(names) - 1

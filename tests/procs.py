@@ -1,6 +1,8 @@
 """Real processes for integration tests: raftkv members, reference etcd members, etcdctl.
 
-Everything listens on 127.0.0.1 on ports from ``free_port()``; data lives in pytest's tmp dirs.
+Members are launched by ``chaos.launch`` (the one launcher of member processes, which the chaos
+harness, the benchmarks and ``raftkv cluster`` use too). Everything listens on 127.0.0.1 on ports
+from ``free_port()`` (``chaos.ports``); data lives in pytest's tmp dirs.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +19,8 @@ from typing import TypeVar
 
 import grpc
 
+from chaos.launch import RAFTKV, MemberProcess, member_args
 from chaos.ports import free_port
-from proto.etcdserverpb import rpc_pb2 as pb
-from proto.etcdserverpb import rpc_pb2_grpc
 
 REPO = Path(__file__).resolve().parent.parent
 ETCD = shutil.which("etcd")
@@ -45,7 +45,7 @@ def wait_for(what: str, cond: Callable[[], T], timeout: float = 60.0, interval: 
 
 
 _running: set[Process] = set()
-_helpers: list[subprocess.Popen] = []
+_helpers: list[subprocess.Popen[bytes]] = []
 
 
 def track(proc: subprocess.Popen) -> subprocess.Popen:
@@ -54,14 +54,24 @@ def track(proc: subprocess.Popen) -> subprocess.Popen:
     return proc
 
 
-def kill_leftovers() -> None:
-    """Kills every Process started and not stopped, and every tracked helper still running (conftest
-    calls it after each test): a test that fails half-way must not leave members or clients running
-    into the next test, which they would slow down or talk to."""
+def started() -> tuple[set[Process], set[subprocess.Popen[bytes]]]:
+    """The Processes and tracked helpers running now (what kill_leftovers is to leave alone)."""
+    return set(_running), set(_helpers)
+
+
+def kill_leftovers(keep: tuple[set[Process], set[subprocess.Popen[bytes]]] = (set(), set())) -> None:
+    """Kills every Process started and not stopped, and every tracked helper still running, but those in
+    keep (conftest calls it after each test, keeping what ran before the test began: the members of
+    module-scoped fixtures, which outlive a test): a test that fails half-way must not leave members or
+    clients running into the next test, which they would slow down or talk to."""
+    keep_members, keep_helpers = keep
     for p in list(_running):
-        p.kill()
-    while _helpers:
-        proc = _helpers.pop()
+        if p not in keep_members:
+            p.kill()
+    for proc in list(_helpers):
+        if proc in keep_helpers:
+            continue
+        _helpers.remove(proc)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -89,8 +99,9 @@ class ClientTLS:
         return args
 
 
-class Process:
-    """A server process with a client port; started by start(), stopped by stop() or kill().
+class Process(MemberProcess):
+    """A single-member server process on 127.0.0.1 with a client port (``chaos.launch.MemberProcess``,
+    the one launcher); started by start(), stopped by stop() or kill().
 
     With tls, its client URLs are https:// and tests reach it with those credentials."""
 
@@ -102,22 +113,31 @@ class Process:
         env: dict[str, str] | None = None,
         tls: ClientTLS | None = None,
     ) -> None:
-        self.name = name
-        self.data_dir = data_dir
-        self.port = port or free_port()
-        self.peer_port = free_port()
-        self.env = env or {}
+        super().__init__(
+            name=name,
+            host="127.0.0.1",
+            client_port=port or free_port(),
+            peer_port=free_port(),
+            data_dir=data_dir,
+            log_path=data_dir.parent / f"{name}.log",
+            env=dict(env or {}),
+            peer_scheme="http",
+        )
         self.tls = tls
-        self.proc: subprocess.Popen | None = None
-        self.log_path = data_dir.parent / f"{name}.log"
 
     @property
-    def endpoint(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    def tls(self) -> ClientTLS | None:
+        return self._tls
+
+    @tls.setter
+    def tls(self, value: ClientTLS | None) -> None:
+        """Set before start: the client URLs are https:// with it."""
+        self._tls = value
+        self.scheme = "https" if value is not None else "http"
 
     @property
-    def client_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+    def port(self) -> int:
+        return self.client_port
 
     def channel(self) -> grpc.Channel:
         if self.tls is None:
@@ -127,15 +147,13 @@ class Process:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def flags(self) -> list[str]:
+        """etcd's flags for a cluster of this one member."""
+        peer = self.peer_url
+        return member_args(self.name, self.data_dir, self.client_url, peer, f"{self.name}={peer}")
+
     def start(self, wait: bool = True) -> Process:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            self.command(),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
-            cwd=self.data_dir.parent,
-        )
+        self.spawn(self.command(), cwd=self.data_dir.parent)
         _running.add(self)
         if wait:
             self.wait_ready()
@@ -143,93 +161,53 @@ class Process:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Waits until the member answers Status and has a leader (a fresh channel each try: no reconnect backoff)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with self.channel() as channel:
-                    st = rpc_pb2_grpc.MaintenanceStub(channel).Status(
-                        pb.StatusRequest(), timeout=1, wait_for_ready=True
-                    )
-                if st.leader:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name} not ready (with a leader) on {self.endpoint}:\n{self.log()}")
-            time.sleep(0.05)
+        self.wait_status(timeout, leader=True, channel=lambda _endpoint: self.channel())
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return self.log_tail(4000)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._log.close()
-        self.proc = None
+        code = super().stop(sig, timeout)
         _running.discard(self)
-        return code
+        return 0 if code is None else code
 
     def kill(self) -> int:
         return self.stop(signal.SIGKILL)
 
 
 class RaftkvMember(Process):
-    def __init__(self, name: str, data_dir: Path, extra: list[str] | None = None, **kw: object) -> None:
-        super().__init__(name, data_dir, **kw)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        extra: list[str] | None = None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        tls: ClientTLS | None = None,
+    ) -> None:
+        super().__init__(name, data_dir, port=port, env=env, tls=tls)
         self.extra = extra or []
 
     def command(self) -> list[str]:
-        url = self.client_url
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        return [
-            sys.executable,
-            "-m",
-            "raftkv_cmd.main",
-            "serve",
-            f"--name={self.name}",
-            f"--data-dir={self.data_dir}",
-            f"--listen-client-urls={url}",
-            f"--advertise-client-urls={url}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster={self.name}={peer}",
-            *self.extra,
-        ]
+        return [*RAFTKV, *self.flags(), *self.extra]
 
 
 class EtcdMember(Process):
-    def __init__(self, name: str, data_dir: Path, extra: list[str] | None = None, **kw: object) -> None:
-        super().__init__(name, data_dir, **kw)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        extra: list[str] | None = None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        tls: ClientTLS | None = None,
+    ) -> None:
+        super().__init__(name, data_dir, port=port, env=env, tls=tls)
         self.extra = extra or []
 
     def command(self) -> list[str]:
         assert ETCD is not None, "etcd is not installed (apt-get install etcd-server)"
-        url = self.client_url
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        return [
-            ETCD,
-            f"--name={self.name}",
-            f"--data-dir={self.data_dir}",
-            f"--listen-client-urls={url}",
-            f"--advertise-client-urls={url}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster={self.name}={peer}",
-            "--log-level=error",
-            *self.extra,
-        ]
+        return [ETCD, *self.flags(), "--log-level=error", *self.extra]
 
 
 # etcdctl's own deadlines, generous: they bound a hang; a busy machine must only make a command slower

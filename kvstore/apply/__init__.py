@@ -1,6 +1,6 @@
 """The deterministic applier: turns committed log entries into store changes and responses."""
 
-from kvstore.apply.applier import Applier, ApplyResult, CompactResult, ConfChangeResult, txn_puts
+from kvstore.apply.applier import Applier, ApplyResult, CompactResult, ConfChangeResult, response_as, txn_puts
 from kvstore.apply.codec import Op, decode_request, encode_request
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "Op",
     "decode_request",
     "encode_request",
+    "response_as",
     "txn_puts",
 ]

@@ -6,7 +6,8 @@ entries is applied in one backend transaction that also records the index and te
 last entry, so the backend always holds exactly a prefix of the log.
 
 An error that etcd answers for a request (a missing lease, a compacted revision in a txn, a
-permission denied, ...) is a result like any other: it is returned to the waiting client and
+permission denied, ...) is a result like any other: it is returned to the waiting client, as
+etcd's error (the store's and the lessor's own errors mapped by ``kvstore.errors.as_etcd``), and
 changes nothing. An entry that is not a request this version can read (undecodable, of an unknown
 kind) changes nothing either and is logged: every member skips it alike, where crashing on it
 would crash every member on every restart. Any other exception is a bug that leaves the in-memory
@@ -31,23 +32,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias, TypeVar
 
 import msgpack
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from kvstore.alarms import CORRUPT, NOSPACE, AlarmStore
 from kvstore.apply.codec import AUTH_OPS, MalformedEntry, Op, decode_request
 from kvstore.apply.kv import do_delete_range, do_put, do_txn
 from kvstore.auth import AuthInfo, AuthStore
-from kvstore.errors import Corrupt, EtcdError, LeaseNotFound, NoSpace
+from kvstore.errors import ANSWERABLE, Corrupt, EtcdError, NoSpace, as_etcd
 from kvstore.lease import Lessor, apply_lease_checkpoint, apply_lease_grant, apply_lease_revoke
+from kvstore.lease.errors import LeaseNotFoundError
 from kvstore.membership import ChangeContext, MemberInfo, Membership
+from kvstore.mvcc.backend import Txn
 from kvstore.mvcc.store import CompactionJob, KVStore, WriteTxn
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.mvccpb.kv_pb2 import KeyValue
 
 # (revision, [(event type, KeyValue)]) for each revision a batch created, in order
-ChangeSink = Callable[[list[tuple[int, list[tuple[int, KeyValue]]]]], None]
+Changes: TypeAlias = list[tuple[int, list[tuple[int, KeyValue]]]]
+ChangeSink = Callable[[Changes], None]
 
 
 @dataclass(slots=True)
@@ -55,8 +60,6 @@ class CompactResult:
     response: pb.CompactionResponse
     job: CompactionJob
 
-
-ApplyResult = object  # a response message, a CompactResult, or an EtcdError
 
 log = logging.getLogger("raftkv.apply")
 
@@ -66,6 +69,23 @@ _CORRUPT_REFUSES = frozenset({Op.PUT, Op.DELETE_RANGE, Op.TXN, Op.COMPACT, Op.LE
 def txn_puts(t: pb.TxnRequest) -> bool:
     """Whether a txn would cost quota (etcd's costTxn > 0): a put in either branch (not nested)."""
     return any(op.WhichOneof("request") == "request_put" for op in (*t.success, *t.failure))
+
+
+ApplyResult: TypeAlias = "Message | CompactResult | EtcdError | None"
+"""What a request entry's proposer gets: etcd's response, a compaction's result (its response and the
+job that removes the history), etcd's error for a request that changed nothing, or None (a member's
+own bookkeeping: published attributes)."""
+
+
+_Response = TypeVar("_Response", bound=Message)
+
+
+def response_as(result: object, cls: type[_Response]) -> _Response:
+    """A proposal's result as the response its request gets (``Member.propose`` has raised the errors):
+    a result of another type is a bug, raised as such."""
+    if not isinstance(result, cls):
+        raise TypeError(f"a proposal expecting {cls.__name__} got {type(result).__name__}")
+    return result
 
 
 @dataclass(slots=True)
@@ -137,7 +157,7 @@ class Applier:
         store = self.store
         backend = store.backend
         results: list[tuple[int, ApplyResult]] = []
-        changes: list[tuple[int, list[tuple[int, KeyValue]]]] = []
+        changes: Changes = []
         txn = backend.begin_write()
         try:
             last_index, last_term = self.applied_index, self.applied_term
@@ -171,17 +191,17 @@ class Applier:
         return results
 
     def _apply_one(
-        self, txn: object, index: int, op: int, body: bytes, cred: tuple[str, int] | None, changes: list
+        self, txn: Txn, index: int, op: int, body: bytes, cred: tuple[str, int] | None, changes: Changes
     ) -> ApplyResult:
         store = self.store
         auth = self.auth
         ai = AuthInfo(*cred) if cred is not None else None
-        kind = AUTH_OPS.get(op)  # type: ignore[call-overload]
+        kind = AUTH_OPS.get(op)
         if kind is not None:
             try:
-                return auth.apply(txn, kind, body, ai, index)  # type: ignore[arg-type]
-            except EtcdError as exc:
-                return exc
+                return auth.apply(txn, kind, body, ai, index)
+            except ANSWERABLE as exc:
+                return as_etcd(exc)
             except (DecodeError, msgpack.UnpackException, ValueError) as exc:
                 raise MalformedEntry(f"undecodable auth request: {exc}") from exc
         checked = auth.enabled and cred is not None
@@ -210,27 +230,28 @@ class Applier:
             if checked:
                 try:
                     auth.check_user(ai)
-                except EtcdError as exc:
-                    return exc
+                except ANSWERABLE as exc:
+                    return as_etcd(exc)
             try:
                 job = store.compact(txn, req.revision)
-            except EtcdError as exc:
-                return exc
+            except ANSWERABLE as exc:
+                return as_etcd(exc)
             resp = pb.CompactionResponse()
             resp.header.revision = store.current_rev
             return CompactResult(resp, job)
         w = store.write(txn)
         try:
+            result: Message
             if op == Op.PUT:
-                req = pb.PutRequest.FromString(body)
+                put = pb.PutRequest.FromString(body)
                 if checked:
-                    auth.check_put(ai, req.key)
-                    self._check_lease_keys(ai, req.lease)
-                    if req.prev_kv:
-                        auth.check_range(ai, req.key, b"")
-                if req.lease and (self.leases is None or not self.leases.exists(req.lease)):
-                    raise LeaseNotFound()
-                result: ApplyResult = do_put(w, req)
+                    auth.check_put(ai, put.key)
+                    self._check_lease_keys(ai, put.lease)
+                    if put.prev_kv:
+                        auth.check_range(ai, put.key, b"")
+                if put.lease and (self.leases is None or not self.leases.exists(put.lease)):
+                    raise LeaseNotFoundError()
+                result = do_put(w, put)
             elif op == Op.DELETE_RANGE:
                 dreq = pb.DeleteRangeRequest.FromString(body)
                 if checked:
@@ -260,10 +281,10 @@ class Applier:
             if w.changes:
                 raise
             raise MalformedEntry(f"undecodable request body: {exc}") from exc
-        except EtcdError as exc:
+        except ANSWERABLE as exc:
             if w.changes:  # etcd checks everything before writing; a partial write is a bug
                 raise RuntimeError(f"request failed after changing the store: {exc!r}") from exc
-            return exc
+            return as_etcd(exc)
         _end(w, changes)
         return result
 
@@ -279,7 +300,7 @@ class Applier:
                 return NoSpace()
         return None
 
-    def _apply_alarm(self, txn: object, req: pb.AlarmRequest) -> pb.AlarmResponse:
+    def _apply_alarm(self, txn: Txn, req: pb.AlarmRequest) -> pb.AlarmResponse:
         """etcd's applierV3backend.Alarm: GET lists, ACTIVATE raises, DEACTIVATE clears."""
         resp = pb.AlarmResponse()
         alarms = self.alarms
@@ -305,7 +326,7 @@ class Applier:
         return self.leases
 
 
-def _end(w: WriteTxn, changes: list) -> None:
+def _end(w: WriteTxn, changes: Changes) -> None:
     w.end()
     if w.changes:
         changes.append((w.begin_rev + 1, w.changes))

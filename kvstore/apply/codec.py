@@ -43,7 +43,7 @@ class Op(IntEnum):
 
 
 # the AuthStore.apply kind of each auth op
-AUTH_OPS = {
+AUTH_OPS: dict[int, str] = {
     Op.AUTH_ENABLE: "auth_enable",
     Op.AUTH_DISABLE: "auth_disable",
     Op.AUTHENTICATE: "authenticate",

@@ -9,17 +9,22 @@ cluster, member and term on the outermost response.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from kvstore.errors import Compacted, FutureRev, KeyNotFound, LeaseNotFound
+from kvstore.errors import KeyNotFound
+from kvstore.lease.errors import LeaseNotFoundError
+from kvstore.mvcc.errors import CompactedError, FutureRevError
 from kvstore.mvcc.store import RangeResult, WriteTxn
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.mvccpb.kv_pb2 import KeyValue
 
+if TYPE_CHECKING:
+    from _typeshed import SupportsRichComparison
+
 _NONE = pb.RangeRequest.NONE
 _ASCEND = pb.RangeRequest.ASCEND
 _DESCEND = pb.RangeRequest.DESCEND
-_SORT_KEYS: dict[int, Callable[[KeyValue], object]] = {
+_SORT_KEYS: dict[int, Callable[[KeyValue], SupportsRichComparison]] = {
     pb.RangeRequest.KEY: lambda kv: kv.key,
     pb.RangeRequest.VERSION: lambda kv: kv.version,
     pb.RangeRequest.CREATE: lambda kv: kv.create_revision,
@@ -97,12 +102,13 @@ def do_put(txn: WriteTxn, p: pb.PutRequest) -> pb.PutResponse:
         rr = txn.range(p.key, None)
         if rr.kvs:
             prev = rr.kvs[0]
-    if (p.ignore_value or p.ignore_lease) and prev is None:
-        raise KeyNotFound()
-    if p.ignore_value:
-        value = prev.value
-    if p.ignore_lease:
-        lease = prev.lease
+    if p.ignore_value or p.ignore_lease:
+        if prev is None:
+            raise KeyNotFound()
+        if p.ignore_value:
+            value = prev.value
+        if p.ignore_lease:
+            lease = prev.lease
     resp = pb.PutResponse()
     if p.prev_kv and prev is not None:
         resp.prev_kv.CopyFrom(prev)
@@ -135,18 +141,23 @@ def is_txn_serializable(t: pb.TxnRequest) -> bool:
 def _compare_kv(c: pb.Compare, kv: KeyValue) -> bool:
     target = c.target
     if target == pb.Compare.VALUE:
-        a, b = kv.value, c.value
-    elif target == pb.Compare.CREATE:
-        a, b = kv.create_revision, c.create_revision
-    elif target == pb.Compare.MOD:
-        a, b = kv.mod_revision, c.mod_revision
-    elif target == pb.Compare.VERSION:
-        a, b = kv.version, c.version
-    elif target == pb.Compare.LEASE:
-        a, b = kv.lease, c.lease
-    else:
-        return True
-    result = c.result
+        return _holds(c.result, kv.value, c.value)
+    if target == pb.Compare.CREATE:
+        return _holds(c.result, kv.create_revision, c.create_revision)
+    if target == pb.Compare.MOD:
+        return _holds(c.result, kv.mod_revision, c.mod_revision)
+    if target == pb.Compare.VERSION:
+        return _holds(c.result, kv.version, c.version)
+    if target == pb.Compare.LEASE:
+        return _holds(c.result, kv.lease, c.lease)
+    return True
+
+
+_Compared = TypeVar("_Compared", bytes, int)
+
+
+def _holds(result: int, a: _Compared, b: _Compared) -> bool:
+    """Whether ``a <result> b`` (a compare's result: equal, not equal, greater, less)."""
     if result == pb.Compare.EQUAL:
         return a == b
     if result == pb.Compare.NOT_EQUAL:
@@ -161,7 +172,7 @@ def _compare_kv(c: pb.Compare, kv: KeyValue) -> bool:
 def _compare(view: View, c: pb.Compare) -> bool:
     try:
         rr = view.range(c.key, range_end(c.range_end))
-    except (Compacted, FutureRev):
+    except (CompactedError, FutureRevError):
         return False
     if not rr.kvs:
         if c.target == pb.Compare.VALUE:
@@ -205,15 +216,15 @@ def _check(view: View, ops: list[pb.RequestOp], leases: LeaseLookup | None, writ
             if (p.ignore_value or p.ignore_lease) and not view.range(p.key, None).kvs:
                 raise KeyNotFound()
             if p.lease and (leases is None or not leases.exists(p.lease)):
-                raise LeaseNotFound()
+                raise LeaseNotFoundError()
     for op in ops:
         if op.WhichOneof("request") != "request_range":
             continue
         rev = op.request_range.revision
         if rev > view.rev():
-            raise FutureRev()
+            raise FutureRevError()
         if 0 < rev < view.first_rev():
-            raise Compacted()
+            raise CompactedError()
 
 
 def _apply(txn: View, t: pb.TxnRequest, path: list[bool], pos: int, resp: pb.TxnResponse) -> int:
@@ -226,14 +237,21 @@ def _apply(txn: View, t: pb.TxnRequest, path: list[bool], pos: int, resp: pb.Txn
         if kind == "request_range":
             out.response_range.CopyFrom(do_range(txn, op.request_range))
         elif kind == "request_put":
-            out.response_put.CopyFrom(do_put(txn, op.request_put))  # type: ignore[arg-type]
+            out.response_put.CopyFrom(do_put(_writing(txn), op.request_put))
         elif kind == "request_delete_range":
-            out.response_delete_range.CopyFrom(do_delete_range(txn, op.request_delete_range))  # type: ignore[arg-type]
+            out.response_delete_range.CopyFrom(do_delete_range(_writing(txn), op.request_delete_range))
         elif kind == "request_txn":
             nested = out.response_txn
             nested.header.SetInParent()
             pos = _apply(txn, op.request_txn, path, pos, nested)
     return pos
+
+
+def _writing(view: View) -> WriteTxn:
+    """view as the write it must be: a txn with puts or deletes is applied only in the log's write."""
+    if not isinstance(view, WriteTxn):
+        raise TypeError("a txn that writes was applied to a read-only view")
+    return view
 
 
 def do_txn(view: View, t: pb.TxnRequest, leases: LeaseLookup | None, write: bool) -> pb.TxnResponse:

@@ -20,8 +20,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-import lmdb
 import msgpack
+from google.protobuf.message import Message
 
 from kvstore.auth.perms import READ, WRITE, UserPerms
 from kvstore.auth.tokens import AuthInfo, SimpleTokens, TokenProvider
@@ -43,7 +43,7 @@ from kvstore.errors import (
     UserEmpty,
     UserNotFound,
 )
-from kvstore.mvcc.backend import Backend
+from kvstore.mvcc.backend import Backend, Txn
 from proto.authpb import auth_pb2 as authpb
 from proto.etcdserverpb import rpc_pb2 as pb
 
@@ -210,27 +210,27 @@ class AuthStore:
 
     # ---- changes, in log order ----
 
-    def apply(self, txn: lmdb.Transaction, kind: str, body: bytes, ai: AuthInfo | None, index: int) -> object:
+    def apply(self, txn: Txn, kind: str, body: bytes, ai: AuthInfo | None, index: int) -> Message:
         """Applies one auth request (kind as in ADMIN_OPS, or "authenticate"); raises etcd's errors."""
         if kind in ADMIN_OPS:
             self.check_admin(ai)
-        handler: Callable[[lmdb.Transaction, bytes, int], object] = getattr(self, "_" + kind)
+        handler: Callable[[Txn, bytes, int], Message] = getattr(self, "_" + kind)
         return handler(txn, body, index)
 
-    def _put_user(self, txn: lmdb.Transaction, user: authpb.User) -> None:
+    def _put_user(self, txn: Txn, user: authpb.User) -> None:
         self.users[user.name.decode()] = user
         txn.put(user.name, user.SerializeToString(), db=self.backend.dbs[USERS])
 
-    def _put_role(self, txn: lmdb.Transaction, role: authpb.Role) -> None:
+    def _put_role(self, txn: Txn, role: authpb.Role) -> None:
         self.roles[role.name.decode()] = role
         txn.put(role.name, role.SerializeToString(), db=self.backend.dbs[ROLES])
 
-    def _commit_revision(self, txn: lmdb.Transaction) -> None:
+    def _commit_revision(self, txn: Txn) -> None:
         self.revision += 1
         txn.put(REVISION_KEY, _U64.pack(self.revision), db=self.backend.dbs[AUTH])
         self._refresh()
 
-    def _auth_enable(self, txn: lmdb.Transaction, body: bytes, index: int) -> object:
+    def _auth_enable(self, txn: Txn, body: bytes, index: int) -> Message:
         if not self.enabled:
             root = self.users.get(ROOT)
             if root is None:
@@ -242,7 +242,7 @@ class AuthStore:
             self.tokens.enable()
         return pb.AuthEnableResponse()
 
-    def _auth_disable(self, txn: lmdb.Transaction, body: bytes, index: int) -> object:
+    def _auth_disable(self, txn: Txn, body: bytes, index: int) -> Message:
         if self.enabled:
             txn.put(ENABLED_KEY, DISABLED, db=self.backend.dbs[AUTH])
             self._commit_revision(txn)
@@ -250,7 +250,7 @@ class AuthStore:
             self.tokens.disable()
         return pb.AuthDisableResponse()
 
-    def _authenticate(self, txn: lmdb.Transaction, body: bytes, index: int) -> object:
+    def _authenticate(self, txn: Txn, body: bytes, index: int) -> Message:
         """body: msgpack [name, simple token prefix]; the password was checked before proposing."""
         name, prefix = msgpack.unpackb(body)
         if not self.enabled:
@@ -261,7 +261,7 @@ class AuthStore:
         token = self.tokens.assign(name, self.revision, index, prefix)
         return pb.AuthenticateResponse(token=token)
 
-    def _user_add(self, txn: lmdb.Transaction, body: bytes, index: int) -> object:
+    def _user_add(self, txn: Txn, body: bytes, index: int) -> Message:
         r = pb.AuthUserAddRequest.FromString(body)
         if not r.name:
             raise UserEmpty()
@@ -277,7 +277,7 @@ class AuthStore:
         self._commit_revision(txn)
         return pb.AuthUserAddResponse()
 
-    def _user_delete(self, txn: lmdb.Transaction, body: bytes, index: int) -> object:
+    def _user_delete(self, txn: Txn, body: bytes, index: int) -> Message:
         r = pb.AuthUserDeleteRequest.FromString(body)
         if self.enabled and r.name == ROOT:
             raise InvalidAuthMgmt()
@@ -289,7 +289,7 @@ class AuthStore:
         self.tokens.invalidate_user(r.name)
         return pb.AuthUserDeleteResponse()
 
-    def _user_change_password(self, txn: lmdb.Transaction, body: bytes, index: int) -> object:
+    def _user_change_password(self, txn: Txn, body: bytes, index: int) -> Message:
         r = pb.AuthUserChangePasswordRequest.FromString(body)
         user = self.users.get(r.name)
         if user is None:
@@ -302,7 +302,7 @@ class AuthStore:
         self.tokens.invalidate_user(r.name)
         return pb.AuthUserChangePasswordResponse()
 
-    def _user_grant_role(self, txn: lmdb.Transaction, body: bytes, index: int) -> object:
+    def _user_grant_role(self, txn: Txn, body: bytes, index: int) -> Message:
         r = pb.AuthUserGrantRoleRequest.FromString(body)
         user = self.users.get(r.user)
         if user is None:
@@ -320,7 +320,7 @@ class AuthStore:
         self._commit_revision(txn)
         return pb.AuthUserGrantRoleResponse()
 
-    def _user_revoke_role(self, txn: lmdb.Transaction, body: bytes, index: int) -> object:
+    def _user_revoke_role(self, txn: Txn, body: bytes, index: int) -> Message:
         r = pb.AuthUserRevokeRoleRequest.FromString(body)
         if self.enabled and r.name == ROOT and r.role == ROOT:
             raise InvalidAuthMgmt()
@@ -337,7 +337,7 @@ class AuthStore:
         self._commit_revision(txn)
         return pb.AuthUserRevokeRoleResponse()
 
-    def _role_add(self, txn: lmdb.Transaction, body: bytes, index: int) -> object:
+    def _role_add(self, txn: Txn, body: bytes, index: int) -> Message:
         r = pb.AuthRoleAddRequest.FromString(body)
         if not r.name:
             raise RoleEmpty()
@@ -348,7 +348,7 @@ class AuthStore:
         self._commit_revision(txn)
         return pb.AuthRoleAddResponse()
 
-    def _role_grant_permission(self, txn: lmdb.Transaction, body: bytes, index: int) -> object:
+    def _role_grant_permission(self, txn: Txn, body: bytes, index: int) -> Message:
         r = pb.AuthRoleGrantPermissionRequest.FromString(body)
         role = self.roles.get(r.name)
         if role is None:
@@ -365,7 +365,7 @@ class AuthStore:
         self._commit_revision(txn)
         return pb.AuthRoleGrantPermissionResponse()
 
-    def _role_revoke_permission(self, txn: lmdb.Transaction, body: bytes, index: int) -> object:
+    def _role_revoke_permission(self, txn: Txn, body: bytes, index: int) -> Message:
         r = pb.AuthRoleRevokePermissionRequest.FromString(body)
         role = self.roles.get(r.role)
         if role is None:
@@ -377,7 +377,7 @@ class AuthStore:
         self._commit_revision(txn)
         return pb.AuthRoleRevokePermissionResponse()
 
-    def _role_delete(self, txn: lmdb.Transaction, body: bytes, index: int) -> object:
+    def _role_delete(self, txn: Txn, body: bytes, index: int) -> Message:
         r = pb.AuthRoleDeleteRequest.FromString(body)
         if self.enabled and r.role == ROOT:
             raise InvalidAuthMgmt()

@@ -3,8 +3,8 @@
 The applier calls these with the lessor, the ``WriteTxn`` of the entry's store revision and the
 entry's body (the serialized etcd request). They are deterministic: the outcome depends only on
 the lessor's replicated state and the request, never on a clock, so every member answers alike.
-An etcd error (``LeaseNotFound``, ``LeaseExist``, ``LeaseTTLTooLarge``) is raised before anything
-changes, which the applier turns into the request's result.
+A lease error (``kvstore.lease.errors``: not found, exists, TTL too large) is raised before anything
+changes, which the applier turns into the request's result (etcd's error for it).
 
 - grant: the id is already chosen (the proposing member picks one before proposing when the
   client gave 0), the TTL is raised to the minimum; the response carries the granted TTL.

@@ -26,13 +26,13 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 
-import lmdb
 import msgpack
 
-from kvstore.errors import LeaseExist, LeaseNotFound, LeaseTTLTooLarge, StartupError
+from kvstore.lease.errors import LeaseExistsError, LeaseExpired, LeaseNotFoundError, LeaseTTLTooLargeError, NotPrimary
 from kvstore.lease.expiry import LeaseQueue
-from kvstore.mvcc.backend import Backend
+from kvstore.mvcc.backend import Backend, Txn
 from kvstore.mvcc.store import WriteTxn
+from raft.errors import StartupError
 
 MAX_LEASE_TTL = 9_000_000_000  # etcd's MaxLeaseTTL, seconds
 FOREVER = math.inf  # the expiry of every lease on a member that is not the primary
@@ -59,14 +59,6 @@ def min_lease_ttl(heartbeat_ms: int = 100, election_ms: int = 1000) -> int:
 def lease_key(lease_id: int) -> bytes:
     """The bucket key of a lease: its id as 8 big-endian bytes, two's complement (etcd's int64ToBytes)."""
     return _I64.pack(lease_id)
-
-
-class NotPrimary(Exception):
-    """This member's lessor does not manage expiry now: the renewal must go to the leader."""
-
-
-class LeaseExpired(Exception):
-    """The lease's time is up but its revoke has not been applied yet: wait for it, then ask again."""
 
 
 class Lease:
@@ -182,14 +174,14 @@ class Lessor:
 
     # ---- replicated changes (called by kvstore.lease.apply, in log order) ----
 
-    def grant(self, txn: lmdb.Transaction, lease_id: int, ttl: int) -> Lease:
+    def grant(self, txn: Txn, lease_id: int, ttl: int) -> Lease:
         """Creates a lease (raising the TTL to the minimum) and persists it in txn."""
         if lease_id == 0:
-            raise LeaseNotFound()
+            raise LeaseNotFoundError()
         if ttl > MAX_LEASE_TTL:
-            raise LeaseTTLTooLarge()
+            raise LeaseTTLTooLargeError()
         if lease_id in self._leases:
-            raise LeaseExist()
+            raise LeaseExistsError()
         lease = Lease(lease_id, max(ttl, self.min_ttl))
         self._leases[lease_id] = lease
         txn.put(lease_key(lease_id), lease.encode(), db=self._db)
@@ -201,7 +193,7 @@ class Lessor:
         """Deletes every key of the lease in w (one store revision) and the lease itself, in w's transaction."""
         lease = self._leases.get(lease_id)
         if lease is None:
-            raise LeaseNotFound()
+            raise LeaseNotFoundError()
         # sorted, so every member deletes in the same order (same sub revisions, same events)
         for key in sorted(lease.keys):
             w.delete_range(key, None)  # the store detaches each key through the hooks
@@ -215,7 +207,7 @@ class Lessor:
         if self.on_revoke is not None:
             self.on_revoke(lease_id)
 
-    def checkpoint(self, txn: lmdb.Transaction, lease_id: int, remaining_ttl: int) -> None:
+    def checkpoint(self, txn: Txn, lease_id: int, remaining_ttl: int) -> None:
         """Records a lease's remaining TTL (0 clears it); unknown leases are ignored, as etcd does."""
         lease = self._leases.get(lease_id)
         if lease is None:
@@ -296,14 +288,14 @@ class Lessor:
     def renew(self, lease_id: int) -> tuple[int, bool]:
         """Restarts the lease's full TTL; returns (ttl, whether a checkpoint must clear its remaining TTL).
 
-        Raises NotPrimary on a member that does not lead, LeaseNotFound for an unknown lease and
+        Raises NotPrimary on a member that does not lead, LeaseNotFoundError for an unknown lease and
         LeaseExpired for one whose revoke is under way.
         """
         if not self._primary:
             raise NotPrimary()
         lease = self._leases.get(lease_id)
         if lease is None:
-            raise LeaseNotFound()
+            raise LeaseNotFoundError()
         now = self.clock()
         if lease.expiry <= now:
             raise LeaseExpired()

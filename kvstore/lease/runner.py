@@ -33,15 +33,8 @@ from typing import Any, Protocol
 
 from kvstore.apply.codec import Op
 from kvstore.errors import EtcdError, LeaseNotFound
-from kvstore.lease.lessor import (
-    LEASE_CHECKPOINT_RATE,
-    LEASE_REVOKE_RATE,
-    MAX_CHECKPOINT_BATCH,
-    Lease,
-    LeaseExpired,
-    Lessor,
-    NotPrimary,
-)
+from kvstore.lease.errors import LeaseExpired, LeaseNotFoundError, NotPrimary
+from kvstore.lease.lessor import LEASE_CHECKPOINT_RATE, LEASE_REVOKE_RATE, MAX_CHECKPOINT_BATCH, Lease, Lessor
 from proto.etcdserverpb import rpc_pb2 as pb
 
 log = logging.getLogger("raftkv.lease")
@@ -260,7 +253,7 @@ class LeaseRunner:
             return None
         try:
             ttl, clear = self.lessor.renew(lease_id)
-        except LeaseNotFound:
+        except LeaseNotFoundError:
             return 0
         except (LeaseExpired, NotPrimary):
             return None
@@ -285,7 +278,7 @@ class LeaseRunner:
                 raise NotPrimary()
             try:
                 ttl, clear = self.lessor.renew(lease_id)
-            except LeaseNotFound:
+            except LeaseNotFoundError:
                 return 0
             except LeaseExpired:
                 # its revoke is on the way: answer once it has been applied (or leadership moved)

@@ -25,10 +25,11 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeAlias
 
 import lmdb
 
-from kvstore.errors import StartupError
+from raft.errors import StartupError
 
 _U64 = struct.Struct(">Q")
 
@@ -36,12 +37,17 @@ BUCKETS = (b"key", b"meta", b"lease", b"members", b"members_removed", b"alarm", 
 DEFAULT_MAP_SIZE = 64 << 30  # address space only; the file grows with the data
 
 
+Txn: TypeAlias = "lmdb.Transaction[bytes]"
+"""A backend transaction (read or write); its values are bytes, never buffers (``begin(buffers=False)``)."""
+
+
 def u64(value: int) -> bytes:
     return _U64.pack(value)
 
 
 def from_u64(data: bytes) -> int:
-    return _U64.unpack(data)[0]
+    value: int = _U64.unpack(data)[0]
+    return value
 
 
 class Backend:
@@ -113,15 +119,15 @@ class Backend:
         """Flushes committed transactions to disk (safe to call from another thread)."""
         self.env.sync(True)
 
-    def begin_read(self) -> lmdb.Transaction:
+    def begin_read(self) -> Txn:
         return self.env.begin(buffers=False)
 
-    def begin_write(self) -> lmdb.Transaction:
+    def begin_write(self) -> Txn:
         return self.env.begin(write=True, buffers=False)
 
     # ---- meta ----
 
-    def get_meta(self, txn: lmdb.Transaction, name: bytes, default: int = 0) -> int:
+    def get_meta(self, txn: Txn, name: bytes, default: int = 0) -> int:
         raw = txn.get(name, db=self.meta_db)
         if raw is None:
             return default
@@ -129,7 +135,7 @@ class Backend:
             raise StartupError(f"backend database {self.file}: meta {name.decode()} is corrupt ({raw!r})")
         return from_u64(raw)
 
-    def put_meta(self, txn: lmdb.Transaction, name: bytes, value: int) -> None:
+    def put_meta(self, txn: Txn, name: bytes, value: int) -> None:
         txn.put(name, u64(value), db=self.meta_db)
 
     def consistent_index(self) -> tuple[int, int]:
@@ -139,7 +145,7 @@ class Backend:
 
     # ---- key bucket ----
 
-    def iter_revisions(self, txn: lmdb.Transaction, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+    def iter_revisions(self, txn: Txn, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         cursor = txn.cursor(db=self.key_db)
         if start:
             if not cursor.set_range(start):
@@ -148,7 +154,7 @@ class Backend:
             return
         yield from cursor.iternext()
 
-    def last_revision_key(self, txn: lmdb.Transaction) -> bytes | None:
+    def last_revision_key(self, txn: Txn) -> bytes | None:
         cursor = txn.cursor(db=self.key_db)
         return cursor.key() if cursor.last() else None
 

@@ -19,7 +19,7 @@ class TreeIndex:
     __slots__ = ("_tree",)
 
     def __init__(self) -> None:
-        self._tree: SortedDict = SortedDict()
+        self._tree: SortedDict[bytes, KeyIndex] = SortedDict()
 
     def __len__(self) -> int:
         return len(self._tree)

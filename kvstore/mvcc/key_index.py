@@ -88,10 +88,10 @@ class KeyIndex:
         """(modified, created, version) of the key as of main revision at_rev, None if absent."""
         gens = self.generations
         if at_rev >= self.modified[0]:  # fast path: the newest state
-            g = gens[-1]
-            if not g.revs:
+            newest = gens[-1]
+            if not newest.revs:
                 return None
-            return g.revs[-1], g.created, g.ver
+            return newest.revs[-1], newest.created, newest.ver
         g = self._find_generation(at_rev)
         if g is None:
             return None

@@ -7,7 +7,7 @@ Many WriteTxns share one backend transaction (the applier's batch), which also r
 applied log index, so the backend always holds a prefix of the log.
 
 Compaction happens in two steps, as in etcd: at apply time the index forgets history at or
-below the revision (reads there fail with ``Compacted`` at once), then ``CompactionJob`` removes
+below the revision (reads there fail with ``CompactedError`` at once), then ``CompactionJob`` removes
 the stored revisions in bounded batches, in separate transactions, so a large compaction never
 stalls the server. An interrupted job is finished when the store next opens.
 
@@ -18,20 +18,21 @@ file, then ``restore`` rebuilds the index from it; the ``KVStore`` object stays,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import lmdb
 from google.protobuf.message import DecodeError
 
-from kvstore.errors import Compacted, FutureRev, StartupError
-from kvstore.mvcc.backend import Backend
+from kvstore.mvcc.backend import Backend, Txn
+from kvstore.mvcc.errors import CompactedError, FutureRevError
 from kvstore.mvcc.index import TreeIndex
 from kvstore.mvcc.revision import Revision, bytes_to_rev, rev_to_bytes, tombstone_to_bytes
 from kvstore.mvcc.stats import MvccStats
 from proto.mvccpb.kv_pb2 import KeyValue
+from raft.errors import StartupError
 
 EVENT_PUT = 0
 EVENT_DELETE = 1
@@ -65,7 +66,7 @@ class CompactionJob:
     keep: set[Revision]
     resume_from: bytes = b""
     done: bool = False
-    waiters: list = field(default_factory=list)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)  # Member.wait_compaction's
 
 
 class KVStore:
@@ -149,7 +150,7 @@ class KVStore:
 
     def _range(
         self,
-        txn: lmdb.Transaction,
+        txn: Txn,
         key: bytes,
         end: bytes | None,
         cur_rev: int,
@@ -158,11 +159,11 @@ class KVStore:
         count_only: bool,
     ) -> RangeResult:
         if rev > cur_rev:
-            raise FutureRev()
+            raise FutureRevError()
         if rev <= 0:
             rev = cur_rev
         if rev < self.compact_main_rev:
-            raise Compacted()
+            raise CompactedError()
         self.stats.ranges += 1
         pairs = self.index.revisions(key, end, rev)
         total = len(pairs)
@@ -183,16 +184,16 @@ class KVStore:
 
     # ---- writing ----
 
-    def write(self, txn: lmdb.Transaction) -> WriteTxn:
+    def write(self, txn: Txn) -> WriteTxn:
         """Starts one store revision inside the backend write transaction txn."""
         return WriteTxn(self, txn)
 
-    def compact(self, txn: lmdb.Transaction, rev: int) -> CompactionJob:
+    def compact(self, txn: Txn, rev: int) -> CompactionJob:
         """Compacts the index at rev now; returns the job that removes the stored history."""
         if rev <= self.compact_main_rev:
-            raise Compacted()
+            raise CompactedError()
         if rev > self.current_rev:
-            raise FutureRev()
+            raise FutureRevError()
         self.compact_main_rev = rev
         self.backend.put_meta(txn, SCHEDULED_COMPACT, rev)
         job = CompactionJob(rev, self.index.compact(rev))
@@ -236,7 +237,7 @@ class ReadView:
 
     __slots__ = ("store", "txn")
 
-    def __init__(self, store: KVStore, txn: lmdb.Transaction) -> None:
+    def __init__(self, store: KVStore, txn: Txn) -> None:
         self.store = store
         self.txn = txn
 
@@ -258,7 +259,7 @@ class WriteTxn:
 
     __slots__ = ("begin_rev", "changes", "store", "txn")
 
-    def __init__(self, store: KVStore, txn: lmdb.Transaction) -> None:
+    def __init__(self, store: KVStore, txn: Txn) -> None:
         self.store = store
         self.txn = txn
         self.begin_rev = store.current_rev

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from frontend.grpc import ServerCall
-from kvstore.apply import CompactResult, Op
+from kvstore.apply import CompactResult, Op, response_as
 from kvstore.apply.kv import do_range, do_txn, is_txn_readonly, is_txn_serializable
 from kvstore.auth import AuthInfo
 from kvstore.errors import AuthOldRevision
@@ -66,15 +66,20 @@ class KVService:
         if not self.member.quota.available(request):  # before anything else, as etcd's quotaKVServer
             await self.member.check_quota(request)
         check_put(request)
-        resp = await self.member.propose(Op.PUT, request.SerializeToString(), await self._cred(call))
-        self.member.fill_header(resp.header)  # type: ignore[attr-defined]
-        return resp  # type: ignore[return-value]
+        resp = response_as(
+            await self.member.propose(Op.PUT, request.SerializeToString(), await self._cred(call)), pb.PutResponse
+        )
+        self.member.fill_header(resp.header)
+        return resp
 
     async def DeleteRange(self, request: pb.DeleteRangeRequest, call: ServerCall) -> pb.DeleteRangeResponse:
         check_delete(request)
-        resp = await self.member.propose(Op.DELETE_RANGE, request.SerializeToString(), await self._cred(call))
-        self.member.fill_header(resp.header)  # type: ignore[attr-defined]
-        return resp  # type: ignore[return-value]
+        resp = response_as(
+            await self.member.propose(Op.DELETE_RANGE, request.SerializeToString(), await self._cred(call)),
+            pb.DeleteRangeResponse,
+        )
+        self.member.fill_header(resp.header)
+        return resp
 
     def _txn_read(self, request: pb.TxnRequest) -> pb.TxnResponse:
         member = self.member
@@ -89,9 +94,11 @@ class KVService:
 
     async def _txn_write(self, request: pb.TxnRequest, call: ServerCall) -> pb.TxnResponse:
         member = self.member
-        resp = await member.propose(Op.TXN, request.SerializeToString(), await self._cred(call))
-        member.fill_header(resp.header)  # type: ignore[attr-defined]
-        return resp  # type: ignore[return-value]
+        resp = response_as(
+            await member.propose(Op.TXN, request.SerializeToString(), await self._cred(call)), pb.TxnResponse
+        )
+        member.fill_header(resp.header)
+        return resp
 
     async def _txn_read_checked(self, request: pb.TxnRequest, call: ServerCall) -> pb.TxnResponse:
         member = self.member

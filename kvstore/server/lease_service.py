@@ -45,9 +45,10 @@ from urllib.parse import urlsplit
 import grpc
 
 from frontend.grpc import ServerCall
-from kvstore.apply import Op
+from kvstore.apply import Op, response_as
 from kvstore.errors import EtcdError, NoLeader, NotLeader, Timeout, UserEmpty, from_message
-from kvstore.lease.lessor import Lessor, NotPrimary
+from kvstore.lease.errors import NotPrimary
+from kvstore.lease.lessor import Lessor
 from kvstore.lease.runner import LeaseRunner
 from kvstore.server.credentials import NO_USER, needs_auth, token_of
 from kvstore.server.member import Member
@@ -345,14 +346,20 @@ class LeaseService:
         req = pb.LeaseGrantRequest(ID=request.ID, TTL=request.TTL)
         while req.ID == 0:  # no id given: choose one (positive), as etcd does, before proposing
             req.ID = self._ids.next() & ((1 << 63) - 1)
-        resp = await self.member.propose(Op.LEASE_GRANT, req.SerializeToString(), await self._cred(call))
-        self.member.fill_header(resp.header)  # type: ignore[attr-defined]
-        return resp  # type: ignore[return-value]
+        resp = response_as(
+            await self.member.propose(Op.LEASE_GRANT, req.SerializeToString(), await self._cred(call)),
+            pb.LeaseGrantResponse,
+        )
+        self.member.fill_header(resp.header)
+        return resp
 
     async def LeaseRevoke(self, request: pb.LeaseRevokeRequest, call: ServerCall) -> pb.LeaseRevokeResponse:
-        resp = await self.member.propose(Op.LEASE_REVOKE, request.SerializeToString(), await self._cred(call))
-        self.member.fill_header(resp.header)  # type: ignore[attr-defined]
-        return resp  # type: ignore[return-value]
+        resp = response_as(
+            await self.member.propose(Op.LEASE_REVOKE, request.SerializeToString(), await self._cred(call)),
+            pb.LeaseRevokeResponse,
+        )
+        self.member.fill_header(resp.header)
+        return resp
 
     # ---- local ----
 

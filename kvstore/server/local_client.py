@@ -26,7 +26,7 @@ import logging
 from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
-from kvstore.errors import Compacted, EtcdError, Relayed
+from kvstore.errors import ANSWERABLE, Compacted, Relayed, as_etcd
 from kvstore.server.credentials import Call, needs_auth
 from kvstore.server.kv_service import KVService
 from kvstore.server.lease_service import LeaseService
@@ -138,21 +138,21 @@ class LocalClient:
             if inspect.isawaitable(result):
                 return await result
             return result
-        except EtcdError as exc:
-            raise Relayed.of(exc) from None
+        except ANSWERABLE as exc:
+            raise Relayed.of(as_etcd(exc)) from None
 
     async def txn(self, request: pb.TxnRequest) -> pb.TxnResponse:
         try:
             pending = self.kv.Txn(request, self.call)
-        except EtcdError as exc:
-            raise Relayed.of(exc) from None
+        except ANSWERABLE as exc:
+            raise Relayed.of(as_etcd(exc)) from None
         return await self._call(pending)
 
     async def get(self, request: pb.RangeRequest) -> pb.RangeResponse:
         try:
             pending = self.kv.Range(request, self.call)
-        except EtcdError as exc:
-            raise Relayed.of(exc) from None
+        except ANSWERABLE as exc:
+            raise Relayed.of(as_etcd(exc)) from None
         return await self._call(pending)
 
     async def delete(self, key: bytes) -> pb.DeleteRangeResponse:

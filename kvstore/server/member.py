@@ -38,6 +38,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import lmdb
 import msgpack
@@ -148,11 +149,11 @@ class Member:
         # started from the clock (so sizes, and the request-size limit, match etcd's to the byte)
         started_ms = int(self.clock.wall() * 1000)
         self._ids = itertools.count(((self.member_id & 0xFFFF) << 48) | ((started_ms & (2**40 - 1)) << 8))
-        self._waiters: dict[int, tuple[asyncio.Future, float]] = {}
-        self._applied_waiters: list[tuple[int, int, asyncio.Future]] = []  # heap of (index, seq, future)
+        self._waiters: dict[int, tuple[asyncio.Future[Any], float]] = {}
+        self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (index, seq, future)
         self._seq = itertools.count()
         self._compaction_wakeup = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._timeout = cfg.request_timeout_s
         self._conf_lock = asyncio.Lock()  # one membership change at a time through this member
         self._defrag_lock = asyncio.Lock()
@@ -183,7 +184,7 @@ class Member:
         if membership.members:
             self._sync_peers()  # the membership the log applied, not the flags of the first start
         if hasattr(self.log, "on_request"):  # a log that carries requests between members (raft.node)
-            self.log.on_request = lambda peer, body: peer_requests.handle(self, peer, body)  # type: ignore[attr-defined]
+            self.log.on_request = lambda peer, body: peer_requests.handle(self, peer, body)
         await self.log.start(self)
         self.watch_hub.start()
         loop = asyncio.get_running_loop()
@@ -378,7 +379,7 @@ class Member:
                 data = ChangeContext(request_id, ctx.name, ctx.peer_urls, ctx.learner, ctx.promote).encode()
                 while True:
                     try:
-                        self.log.propose_conf_change(kind, member_id, data)  # type: ignore[attr-defined]
+                        self.log.propose_conf_change(kind, member_id, data)
                         break
                     except log_errors.ConfChangePendingError:
                         if self.clock.monotonic() + CONF_CHANGE_RETRY >= deadline:
@@ -487,7 +488,9 @@ class Member:
         raise NoSpace()
 
     async def raise_alarm(self, member_id: int, alarm: int) -> pb.AlarmResponse:
-        return await self.alarm(pb.AlarmRequest(action=pb.AlarmRequest.ACTIVATE, memberID=member_id, alarm=alarm))
+        return await self.alarm(
+            pb.AlarmRequest(action=pb.AlarmRequest.ACTIVATE, memberID=member_id, alarm=cast("pb.AlarmType", alarm))
+        )
 
     async def alarm(self, request: pb.AlarmRequest) -> pb.AlarmResponse:
         """Maintenance.Alarm: every action goes through the log, as in etcd."""

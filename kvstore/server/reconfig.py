@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlsplit
 
+from kvstore.apply import Applier
+from kvstore.config import ServerConfig
 from kvstore.errors import (
     LearnerNotReady,
     MemberBadURLs,
@@ -33,15 +35,23 @@ from kvstore.errors import (
     Unhealthy,
 )
 from kvstore.membership import ADD, ADD_LEARNER, REMOVE, UPDATE, ChangeContext, MemberInfo, new_member_id
+from kvstore.server.peer_wire import Asker, ask_promote
 from raft.transport import PeerRequestError
-
-if TYPE_CHECKING:
-    from kvstore.server.member import Member
 
 HEALTH_INTERVAL = 5.0  # etcd's HealthInterval
 READY_PERCENT = 0.9  # etcd's readyPercent
 FORWARD_RETRY = 0.1
 _TRANSIENT = (PeerRequestError, NotLeader, NoLeader, Stopped, TooManyRequests)
+
+
+class ReconfigHost(Asker, Protocol):
+    """What membership changes need of a member (``kvstore.server.member.Member``)."""
+
+    member_id: int
+    cfg: ServerConfig
+    applier: Applier
+
+    async def configure(self, kind: str, member_id: int, ctx: ChangeContext) -> list[MemberInfo]: ...
 
 
 def parse_urls(urls: list[str]) -> list[str]:
@@ -69,18 +79,18 @@ def parse_urls(urls: list[str]) -> list[str]:
 # ---- strict reconfiguration checks (etcd's RaftCluster.IsReadyTo* and isConnected*) ----
 
 
-def _connected(member: Member, peer: int) -> bool:
+def _connected(member: ReconfigHost, peer: int) -> bool:
     if peer == member.member_id:
         return True
     up = getattr(member.log, "connected_for", lambda _p: None)(peer)
     return up is not None and up >= HEALTH_INTERVAL
 
 
-def _voters(member: Member) -> list[MemberInfo]:
+def _voters(member: ReconfigHost) -> list[MemberInfo]:
     return member.applier.membership.voters()
 
 
-def ready_to_add_voter(member: Member) -> bool:
+def ready_to_add_voter(member: ReconfigHost) -> bool:
     nmembers, nstarted = 1, 0
     for m in _voters(member):
         nstarted += m.started
@@ -90,18 +100,18 @@ def ready_to_add_voter(member: Member) -> bool:
     return nstarted >= nmembers // 2 + 1
 
 
-def ready_to_remove_voter(member: Member, member_id: int) -> bool:
+def ready_to_remove_voter(member: ReconfigHost, member_id: int) -> bool:
     others = [m for m in _voters(member) if m.id != member_id]
     return sum(m.started for m in others) >= len(others) // 2 + 1
 
 
-def ready_to_promote(member: Member) -> bool:
+def ready_to_promote(member: ReconfigHost) -> bool:
     voters = _voters(member)
     nmembers, nstarted = len(voters) + 1, sum(m.started for m in voters) + 1  # the learner counts, as started
     return nstarted >= nmembers // 2 + 1
 
 
-def _may_add(member: Member, learner: bool) -> None:
+def _may_add(member: ReconfigHost, learner: bool) -> None:
     if not member.cfg.strict_reconfig_check:
         return
     if not learner and not ready_to_add_voter(member):
@@ -110,7 +120,7 @@ def _may_add(member: Member, learner: bool) -> None:
         raise Unhealthy()
 
 
-def _may_remove(member: Member, member_id: int) -> None:
+def _may_remove(member: ReconfigHost, member_id: int) -> None:
     if not member.cfg.strict_reconfig_check:
         return
     info = member.applier.membership.members.get(member_id)
@@ -126,7 +136,7 @@ def _may_remove(member: Member, member_id: int) -> None:
         raise Unhealthy()
 
 
-def _learner_ready(member: Member, member_id: int) -> None:
+def _learner_ready(member: ReconfigHost, member_id: int) -> None:
     progress = getattr(member.log, "progress", lambda: None)()
     if progress is None:
         raise NotLeader()
@@ -137,7 +147,7 @@ def _learner_ready(member: Member, member_id: int) -> None:
 # ---- the changes ----
 
 
-async def add_member(member: Member, peer_urls: list[str], learner: bool) -> tuple[MemberInfo, list[MemberInfo]]:
+async def add_member(member: ReconfigHost, peer_urls: list[str], learner: bool) -> tuple[MemberInfo, list[MemberInfo]]:
     urls = parse_urls(peer_urls)
     new_id = new_member_id(urls, int(time.time()))
     _may_add(member, learner)
@@ -146,16 +156,16 @@ async def add_member(member: Member, peer_urls: list[str], learner: bool) -> tup
     return MemberInfo(new_id, "", urls, [], learner), members
 
 
-async def remove_member(member: Member, member_id: int) -> list[MemberInfo]:
+async def remove_member(member: ReconfigHost, member_id: int) -> list[MemberInfo]:
     _may_remove(member, member_id)
     return await member.configure(REMOVE, member_id, ChangeContext())
 
 
-async def update_member(member: Member, member_id: int, peer_urls: list[str]) -> list[MemberInfo]:
+async def update_member(member: ReconfigHost, member_id: int, peer_urls: list[str]) -> list[MemberInfo]:
     return await member.configure(UPDATE, member_id, ChangeContext(peer_urls=tuple(peer_urls)))
 
 
-async def promote_here(member: Member, member_id: int) -> list[MemberInfo]:
+async def promote_here(member: ReconfigHost, member_id: int) -> list[MemberInfo]:
     """Promotes on this member, which must lead (NotLeader otherwise)."""
     _learner_ready(member, member_id)
     if member.cfg.strict_reconfig_check and not ready_to_promote(member):
@@ -163,14 +173,12 @@ async def promote_here(member: Member, member_id: int) -> list[MemberInfo]:
     return await member.configure(ADD, member_id, ChangeContext(promote=True))
 
 
-async def promote_member(member: Member, member_id: int) -> list[MemberInfo]:
+async def promote_member(member: ReconfigHost, member_id: int) -> list[MemberInfo]:
     """etcd's PromoteMember: on the leader, or handed to it, asking again until the request timeout."""
     try:
         return await promote_here(member, member_id)
     except NotLeader:
         pass
-    from kvstore.server.peer_requests import ask_promote
-
     deadline = time.monotonic() + member.cfg.request_timeout_s
     while time.monotonic() < deadline:
         leader = member.log.leader

@@ -10,25 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import lmdb
 import msgpack
 
 from kvstore.bbolt import Nested
 from kvstore.membership import MemberInfo
-from kvstore.mvcc.backend import Backend, from_u64
+from kvstore.mvcc.backend import Backend, Txn, from_u64
 from kvstore.snapshot import etcd_schema as s
 
 Pairs = Iterator[tuple[bytes, bytes]]
 
 
-def _raw(backend: Backend, txn: lmdb.Transaction, name: bytes) -> Pairs:
+def _raw(backend: Backend, txn: Txn, name: bytes) -> Pairs:
     db = backend.dbs.get(name)
     if db is None:
         return
     yield from txn.cursor(db=db).iternext()
 
 
-def _meta(backend: Backend, txn: lmdb.Transaction) -> Pairs:
+def _meta(backend: Backend, txn: Txn) -> Pairs:
     pairs: list[tuple[bytes, bytes]] = []
     for name in (s.CONSISTENT_INDEX, s.TERM):
         if txn.get(name, db=backend.meta_db) is not None:
@@ -39,13 +38,13 @@ def _meta(backend: Backend, txn: lmdb.Transaction) -> Pairs:
     yield from sorted(pairs)
 
 
-def _leases(backend: Backend, txn: lmdb.Transaction) -> Pairs:
+def _leases(backend: Backend, txn: Txn) -> Pairs:
     for key, raw in txn.cursor(db=backend.dbs[s.LEASE]).iternext():
         lease_id, ttl, remaining_ttl = msgpack.unpackb(raw)
         yield key, s.encode_lease(lease_id, ttl, remaining_ttl)
 
 
-def _members(backend: Backend, txn: lmdb.Transaction) -> Pairs:
+def _members(backend: Backend, txn: Txn) -> Pairs:
     pairs = []
     for key, raw in txn.cursor(db=backend.dbs[s.MEMBERS]).iternext():
         info = MemberInfo.decode(from_u64(key), raw)
@@ -54,7 +53,7 @@ def _members(backend: Backend, txn: lmdb.Transaction) -> Pairs:
     yield from sorted(pairs)  # etcd's keys are hex strings: their order is not the ids' order
 
 
-def _bucket(backend: Backend, txn: lmdb.Transaction, name: bytes, server_version: str) -> Pairs:
+def _bucket(backend: Backend, txn: Txn, name: bytes, server_version: str) -> Pairs:
     if name == s.META:
         return _meta(backend, txn)
     if name == s.LEASE:
@@ -66,13 +65,13 @@ def _bucket(backend: Backend, txn: lmdb.Transaction, name: bytes, server_version
     return _raw(backend, txn, name)  # key, members_removed, alarm, auth*: the same bytes
 
 
-def etcd_buckets(backend: Backend, txn: lmdb.Transaction, server_version: str) -> Iterator[tuple[bytes, Pairs]]:
+def etcd_buckets(backend: Backend, txn: Txn, server_version: str) -> Iterator[tuple[bytes, Pairs]]:
     """(bucket name, its pairs) for every etcd bucket, in bbolt's order; read lazily from txn."""
     for name in s.BUCKETS:
         yield name, _bucket(backend, txn, name, server_version)
 
 
-def etcd_tree(backend: Backend, txn: lmdb.Transaction, server_version: str) -> Iterator[tuple[bytes, Nested]]:
+def etcd_tree(backend: Backend, txn: Txn, server_version: str) -> Iterator[tuple[bytes, Nested]]:
     """The same buckets in the form the bbolt writer takes."""
     for name, pairs in etcd_buckets(backend, txn, server_version):
         yield name, Nested(pairs)

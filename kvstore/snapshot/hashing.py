@@ -23,9 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import crc32c
-import lmdb
 
-from kvstore.mvcc.backend import Backend
+from kvstore.mvcc.backend import Backend, Txn
 from kvstore.mvcc.index import TreeIndex
 from kvstore.mvcc.revision import Revision, bytes_to_rev
 from kvstore.snapshot import etcd_schema as s
@@ -64,7 +63,7 @@ def etcd_keep(index: TreeIndex, at_rev: int) -> set[Revision]:
     return keep
 
 
-def hash_kv(backend: Backend, txn: lmdb.Transaction, rev: int, compact_rev: int, keep: set[Revision]) -> int:
+def hash_kv(backend: Backend, txn: Txn, rev: int, compact_rev: int, keep: set[Revision]) -> int:
     """etcd's HashByRev body: crc32c of the key bucket up to rev, with the keep filter at or below
     compact_rev (skipped when keep is empty)."""
     h = crc32c.crc32c(s.KEY)

@@ -10,7 +10,7 @@ exclusively). The lock is taken on a worker thread, never by blocking the event 
   and ``snapshot_chunks`` reads it back as etcd sends it: 32 KiB blobs of the database, each
   with the bytes remaining after it, then one blob with the sha256 and nothing remaining.
 - ``hash_backend`` is etcd's Hash; ``hash_kv`` is etcd's HashKV, with its errors: a revision at
-  or below the compaction revision is ``Compacted``, one above the current revision ``FutureRev``.
+  or below the compaction revision is ``CompactedError``, one above the current revision ``FutureRevError``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from kvstore.errors import Compacted, FutureRev
 from kvstore.mvcc.backend import Backend
+from kvstore.mvcc.errors import CompactedError, FutureRevError
 from kvstore.mvcc.shared_lock import SharedLock
 from kvstore.mvcc.store import KVStore
 from kvstore.snapshot import hashing
@@ -108,7 +108,7 @@ async def hash_backend(member: MemberState, server_version: str) -> tuple[int, i
 
 
 async def hash_kv(member: MemberState, revision: int) -> tuple[int, int, int]:
-    """etcd's HashKV: (hash, current revision, compaction revision); raises Compacted, FutureRev."""
+    """etcd's HashKV: (hash, current revision, compaction revision); raises CompactedError, FutureRevError."""
     lock = member.backend_lock
     await _acquire(lock)
     try:
@@ -116,9 +116,9 @@ async def hash_kv(member: MemberState, revision: int) -> tuple[int, int, int]:
         backend = member.backend
         compact_rev, current_rev = store.compact_main_rev, store.current_rev
         if 0 < revision <= compact_rev:
-            raise Compacted()
+            raise CompactedError()
         if revision > current_rev:
-            raise FutureRev()
+            raise FutureRevError()
         rev = revision or current_rev
         keep = hashing.etcd_keep(store.index, rev)
         txn = backend.begin_read()

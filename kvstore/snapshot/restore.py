@@ -40,7 +40,7 @@ from kvstore.errors import StartupError
 from kvstore.lease import Lease, Lessor
 from kvstore.membership import MemberInfo
 from kvstore.mvcc import Backend, KVStore
-from kvstore.mvcc.backend import u64
+from kvstore.mvcc.backend import Txn, u64
 from kvstore.mvcc.revision import bytes_to_rev
 from kvstore.snapshot import etcd_schema as s
 from kvstore.snapshot.errors import SnapshotError
@@ -197,7 +197,7 @@ def _lmdb_errors(snap: Snapshot) -> Iterator[None]:
         raise SnapshotError(f"snapshot {snap.path} holds a record raftkv's backend cannot store: {exc}") from exc
 
 
-def _import_keys(snap: Snapshot, backend: Backend, txn: lmdb.Transaction) -> int:
+def _import_keys(snap: Snapshot, backend: Backend, txn: Txn) -> int:
     n = 0
     for key, value in _records(snap, s.KEY):
         try:
@@ -212,7 +212,7 @@ def _import_keys(snap: Snapshot, backend: Backend, txn: lmdb.Transaction) -> int
     return n
 
 
-def _import_leases(snap: Snapshot, backend: Backend, txn: lmdb.Transaction) -> int:
+def _import_leases(snap: Snapshot, backend: Backend, txn: Txn) -> int:
     n = 0
     for key, value in _records(snap, s.LEASE):
         try:
@@ -224,7 +224,7 @@ def _import_leases(snap: Snapshot, backend: Backend, txn: lmdb.Transaction) -> i
     return n
 
 
-def _import_meta(snap: Snapshot, backend: Backend, txn: lmdb.Transaction) -> None:
+def _import_meta(snap: Snapshot, backend: Backend, txn: Txn) -> None:
     for key, value in _records(snap, s.META):
         if key in (s.SCHEDULED_COMPACT, s.FINISHED_COMPACT):
             try:

@@ -36,6 +36,12 @@ before anything is applied to it.
 Time and randomness come from the member (``clock``, ``rng``), so a simulated member is
 deterministic.
 
+Ownership: the hub is the one writer of watcher state: each watcher's group, next revision, held
+response and quiet flag, and per stream (``StreamWatchers``) its victims, how many of its watchers
+are not synced, whether a progress request waits, and its progress tick. A stream reaches the hub
+through its methods (``add``, ``remove``, ``kick``, ``request_progress``, ``forget``) and the hub the
+stream through its ``Outbox`` methods; neither writes the other's fields.
+
 Progress: every ``progress_interval`` seconds (etcd's default 10 minutes plus up to 10% jitter,
 per stream; ``ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL`` or the constructor argument
 changes it, at least 100 ms as in etcd) each synced watcher created with progress_notify that got
@@ -57,7 +63,17 @@ from kvstore.mvcc.store import KVStore
 from kvstore.watch.group import WatcherGroup
 from kvstore.watch.history import read_events
 from kvstore.watch.stream import WatchStream
-from kvstore.watch.watcher import DONE, SYNCED, UNSYNCED, VICTIM, EventRecord, PrevReader, Watcher, build_response
+from kvstore.watch.watcher import (
+    DONE,
+    SYNCED,
+    UNSYNCED,
+    VICTIM,
+    EventRecord,
+    Outbox,
+    PrevReader,
+    Watcher,
+    build_response,
+)
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.mvccpb.kv_pb2 import KeyValue
 
@@ -107,6 +123,19 @@ def progress_interval_from_env() -> float:
         return DEFAULT_PROGRESS_INTERVAL
 
 
+class StreamWatchers:
+    """The hub's bookkeeping of one stream's watchers (the hub is its only writer)."""
+
+    __slots__ = ("not_synced", "progress_due", "progress_pending", "progress_watchers", "victims")
+
+    def __init__(self, progress_due: float | None) -> None:
+        self.victims: dict[Watcher, None] = {}  # in the order they were refused
+        self.not_synced = 0  # watchers unsynced or victims
+        self.progress_pending = False  # a progress request waits for every watcher to be synced
+        self.progress_watchers: dict[Watcher, None] = {}  # the watchers created with progress_notify
+        self.progress_due = progress_due  # when the progress timer next ticks for the stream
+
+
 class WatchHub:
     def __init__(
         self,
@@ -133,10 +162,10 @@ class WatchHub:
         self.stream_memory_limit = stream_memory_limit
         self.synced = WatcherGroup()
         self.unsynced: dict[Watcher, None] = {}
-        self.streams: dict[WatchStream, None] = {}
-        self._kicked: dict[WatchStream, None] = {}  # streams with victims and room again
+        self.streams: dict[Outbox, StreamWatchers] = {}
+        self._kicked: dict[Outbox, None] = {}  # streams with victims and room again
         self._work = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._rng = rng if rng is not None else random.Random()
 
     # ---- lifecycle ----
@@ -176,13 +205,20 @@ class WatchHub:
 
     # ---- streams and watchers ----
 
+    @property
+    def current_rev(self) -> int:
+        return self.store.current_rev
+
     def new_stream(self) -> WatchStream:
         stream = WatchStream(self, self.queue_limit, self.stream_memory_limit)
-        stream.progress_due = self._next_progress(self._clock())
-        self.streams[stream] = None
+        self.streams[stream] = StreamWatchers(self._next_progress(self._clock()))
         return stream
 
-    def forget(self, stream: WatchStream) -> None:
+    def stream_state(self, stream: Outbox) -> StreamWatchers:
+        """The hub's bookkeeping of stream's watchers (to look at: the hub alone changes it)."""
+        return self.streams[stream]
+
+    def forget(self, stream: Outbox) -> None:
         """Called by a closed stream (its watchers already removed)."""
         self.streams.pop(stream, None)
         self._kicked.pop(stream, None)
@@ -190,6 +226,8 @@ class WatchHub:
     def add(self, w: Watcher, start_rev: int) -> None:
         """Adds w to watch from start_rev: synced if that is in the future, else unsynced."""
         cur = self.store.current_rev
+        if w.progress_notify:
+            self.streams[w.stream].progress_watchers[w] = None
         if start_rev > cur:
             w.min_rev = start_rev
             w.state = SYNCED
@@ -198,20 +236,24 @@ class WatchHub:
             w.min_rev = start_rev
             w.state = UNSYNCED
             self.unsynced[w] = None
-            w.stream.not_synced += 1
+            self.streams[w.stream].not_synced += 1
             self._work.set()
 
     def remove(self, w: Watcher) -> None:
-        """Removes w from whichever group holds it (a cancel, or its stream closing)."""
+        """Removes w from whichever group holds it (a cancel, or its stream closing); nothing if it is done."""
         state = w.state
+        record = self.streams.get(w.stream)
+        if record is not None:
+            record.progress_watchers.pop(w, None)
         if state == SYNCED:
             self.synced.discard(w)
         elif state == UNSYNCED:
             del self.unsynced[w]
         elif state == VICTIM:
-            stream = w.stream
-            del stream.victims[w]
-            stream.victim_bytes -= w.pending[1]  # type: ignore[index]
+            if record is not None:
+                del record.victims[w]
+            if w.pending is not None:
+                w.stream.hold(-w.pending[1])
             w.pending = None
         else:
             return
@@ -231,36 +273,50 @@ class WatchHub:
         elif state == UNSYNCED:
             self.unsynced[w] = None
             if old == SYNCED:
-                stream.not_synced += 1
+                self.streams[stream].not_synced += 1
         else:
             raise AssertionError(f"bad state {state}")
 
-    def _left_unsynced(self, stream: WatchStream) -> None:
-        stream.not_synced -= 1
-        if not stream.not_synced and stream.progress_pending:
+    def _left_unsynced(self, stream: Outbox) -> None:
+        record = self.streams.get(stream)
+        if record is None:
+            return  # the stream is gone
+        record.not_synced -= 1
+        if not record.not_synced and record.progress_pending:
+            record.progress_pending = False
+            stream.answer_progress()
+
+    def request_progress(self, stream: Outbox) -> None:
+        """A progress request on stream: answered now if every watcher of it is synced, else once they are."""
+        record = self.streams[stream]
+        if record.not_synced:
+            record.progress_pending = True
+        else:
             stream.answer_progress()
 
     def _make_victim(self, w: Watcher, resp: pb.WatchResponse, size: int) -> None:
         """w (in no group now) could not get resp: it keeps it for a retry."""
         stream = w.stream
+        record = self.streams[stream]
         if w.state == SYNCED:
-            stream.not_synced += 1
+            record.not_synced += 1
         w.state = VICTIM
         w.pending = (resp, size)
-        stream.victims[w] = None
-        stream.victim_bytes += size
-        stream.check_memory()
+        record.victims[w] = None
+        stream.hold(size)  # may fail the stream (over its memory limit), which removes its watchers
 
     def _compacted(self, w: Watcher, compact_rev: int) -> None:
         """w (just taken out of unsynced) needs a compacted revision: canceled, as etcd does."""
         w.state = DONE
         stream = w.stream
-        stream.progress_watchers.pop(w, None)
+        record = self.streams.get(stream)
+        if record is not None:
+            record.progress_watchers.pop(w, None)
         # header revision 0, as etcd sends it; queued before a progress answer it may release
         stream.push(pb.WatchResponse(watch_id=w.id, canceled=True, compact_revision=compact_rev))
         self._left_unsynced(stream)
 
-    def kick(self, stream: WatchStream) -> None:
+    def kick(self, stream: Outbox) -> None:
         """stream has room again for its victims."""
         self._kicked[stream] = None
         self._work.set()
@@ -339,7 +395,7 @@ class WatchHub:
                 continue
             stream = w.stream
             if not stream.has_room():
-                stream.waiting = True
+                stream.wait_for_room()
             elif m > cur:  # e.g. moved here by reset with nothing new to read
                 del unsynced[w]
                 self._set_state(w, SYNCED)
@@ -383,7 +439,7 @@ class WatchHub:
                 recs = per_watcher.get(w)
                 if recs:
                     if not stream.has_room():
-                        stream.waiting = True
+                        stream.wait_for_room()
                         continue  # filled up by this step: later, from the same revision
                     resp, size = build_response(w, header_rev, recs, prev)
                     if resp is not None:
@@ -405,14 +461,19 @@ class WatchHub:
         kicked, self._kicked = self._kicked, {}
         cur = self.store.current_rev
         for stream in kicked:
-            victims = stream.victims
+            record = self.streams.get(stream)
+            if record is None:
+                continue  # closed meanwhile
+            victims = record.victims
             while victims:
                 w = next(iter(victims))
-                resp, size = w.pending  # type: ignore[misc]
+                if w.pending is None:
+                    raise AssertionError(f"victim {w!r} holds no response")
+                resp, size = w.pending
                 if not stream.offer(resp, size, w.fragment):
                     break
                 del victims[w]
-                stream.victim_bytes -= size
+                stream.hold(-size)
                 w.pending = None
                 w.progress_quiet = False
                 if w.min_rev <= cur:  # still counted as not synced
@@ -438,10 +499,10 @@ class WatchHub:
 
     # ---- progress notifications ----
 
-    def progress_tick(self, stream: WatchStream) -> None:
+    def progress_tick(self, stream: Outbox) -> None:
         """etcd's per-stream progress ticker: a progress response to quiet synced progress_notify watchers."""
         rev = self.store.current_rev
-        for w in stream.progress_watchers:
+        for w in list(self.streams[stream].progress_watchers):
             if w.progress_quiet and w.state == SYNCED:
                 resp = pb.WatchResponse(watch_id=w.id)
                 resp.header.revision = rev
@@ -456,13 +517,13 @@ class WatchHub:
         while True:
             now = self._clock()
             wake = now + self.progress_interval
-            for stream in list(self.streams):
-                due = stream.progress_due
+            for stream, record in list(self.streams.items()):
+                due = record.progress_due
                 if due is None:
-                    due = stream.progress_due = self._next_progress(now)
+                    due = record.progress_due = self._next_progress(now)
                 elif due <= now:
-                    if stream.progress_watchers:
+                    if record.progress_watchers:
                         self.progress_tick(stream)
-                    due = stream.progress_due = self._next_progress(now)
+                    due = record.progress_due = self._next_progress(now)
                 wake = min(wake, due)
             await asyncio.sleep(max(wake - now, 0.001))

@@ -8,8 +8,15 @@ back once the client has read half of it; control responses (created, canceled, 
 are never refused. Responses leave in the order they entered, so a watcher's events always
 follow its created response, and a progress response follows every event it vouches for.
 
-Memory is bounded per stream: what is queued plus what its victims hold back may not pass
-``memory_limit``; past it the stream fails with ``SlowConsumer`` and all its watchers go.
+Memory is bounded per stream: what is queued plus what its victims hold back (``hold``, which the
+hub calls) may not pass ``memory_limit``; past it the stream fails with ``SlowConsumer`` and all its
+watchers go.
+
+Who owns what: the stream owns its queue, its watch ids and the watchers it created (``watchers``);
+the hub owns every watcher's state and the per-stream bookkeeping of watcher state (victims, how many
+are not synced, a pending progress request, progress ticks). The stream tells the hub through the
+``WatcherRegistry`` methods, the hub tells the stream through its ``Outbox`` methods, and neither
+writes the other's fields; the hub imports this module, this module does not import the hub.
 
 Request semantics are etcd 3.4's (etcdserver/api/v3rpc/watch.go, mvcc/watcher.go): an empty key
 means ``\\0``; a range end of ``\\0`` means every key from the key on; an empty range is refused,
@@ -29,17 +36,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from kvstore.errors import WATCH_DUPLICATE_ID as DUPLICATE_ID
 from kvstore.errors import WATCH_EMPTY_RANGE as EMPTY_RANGE
 from kvstore.errors import EtcdError
 from kvstore.errors import WatchSlowConsumer as SlowConsumer
-from kvstore.watch.watcher import DONE, Watcher
+from kvstore.watch.watcher import Outbox, Watcher
 from proto.etcdserverpb import rpc_pb2 as pb
-
-if TYPE_CHECKING:
-    from kvstore.watch.hub import WatchHub
 
 _NOPUT = pb.WatchCreateRequest.NOPUT
 _NODELETE = pb.WatchCreateRequest.NODELETE
@@ -47,29 +51,53 @@ CONTROL_SIZE = 64  # bytes a control response is counted as
 INVALID_WATCH_ID = -1
 
 
+class WatcherRegistry(Protocol):
+    """What a stream asks of the hub (``kvstore.watch.hub.WatchHub``)."""
+
+    @property
+    def current_rev(self) -> int:
+        """The store's current revision."""
+        ...
+
+    def add(self, w: Watcher, start_rev: int) -> None:
+        """Starts delivering w's events from start_rev."""
+        ...
+
+    def remove(self, w: Watcher) -> None:
+        """Stops w (canceled, or its stream closed); nothing if it was stopped already."""
+        ...
+
+    def kick(self, stream: Outbox) -> None:
+        """stream has room again for what the hub held back."""
+        ...
+
+    def request_progress(self, stream: Outbox) -> None:
+        """A progress request: answer it (``answer_progress``) once every watcher of stream is synced."""
+        ...
+
+    def forget(self, stream: Outbox) -> None:
+        """stream is closed (its watchers removed)."""
+        ...
+
+
 class WatchStream:
     __slots__ = (
         "closed",
         "error",
+        "held_bytes",
         "hub",
         "memory_limit",
         "next_id",
-        "not_synced",
         "on_failed",
         "on_ready",
-        "progress_due",
-        "progress_pending",
-        "progress_watchers",
         "queue",
         "queue_limit",
         "queued_bytes",
-        "victim_bytes",
-        "victims",
         "waiting",
         "watchers",
     )
 
-    def __init__(self, hub: WatchHub, queue_limit: int, memory_limit: int) -> None:
+    def __init__(self, hub: WatcherRegistry, queue_limit: int, memory_limit: int) -> None:
         self.hub = hub
         self.queue_limit = queue_limit
         self.memory_limit = memory_limit
@@ -78,20 +106,15 @@ class WatchStream:
         # (response, counted bytes, fragment it if large)
         self.queue: deque[tuple[pb.WatchResponse, int, bool]] = deque()
         self.queued_bytes = 0
-        self.victims: dict[Watcher, None] = {}  # in the order they were refused
-        self.victim_bytes = 0
-        self.not_synced = 0  # watchers unsynced or victims
+        self.held_bytes = 0  # what this stream's victims hold back (told by the hub)
         self.waiting = False  # the hub holds work back until the queue drains (victims, parked catch-up)
-        self.progress_pending = False  # a progress request waits for every watcher to be synced
-        self.progress_watchers: dict[Watcher, None] = {}
-        self.progress_due: float | None = None  # set by the hub's progress timer
         self.error: EtcdError | None = None
         self.closed = False
         self.on_ready: Callable[[], None] | None = None  # called when the queue stops being empty
         self.on_failed: Callable[[], object] | None = None  # called when the stream fails
 
     def __repr__(self) -> str:
-        return f"WatchStream(watchers={len(self.watchers)}, queued={len(self.queue)}, victims={len(self.victims)})"
+        return f"WatchStream(watchers={len(self.watchers)}, queued={len(self.queue)}, held={self.held_bytes})"
 
     # ---- requests from the client ----
 
@@ -138,19 +161,17 @@ class WatchStream:
             progress_notify=creq.progress_notify,
         )
         watchers[wid] = w
-        rev = hub.store.current_rev
+        rev = hub.current_rev
         resp = pb.WatchResponse(watch_id=wid, created=True)
         resp.header.revision = rev
         self.push(resp)
-        if w.progress_notify:
-            self.progress_watchers[w] = None
         hub.add(w, creq.start_revision or rev + 1)
         return w
 
     def refuse(self, reason: str) -> None:
         """Answers a create request with a created-and-canceled response (etcd's way to refuse a watch)."""
         resp = pb.WatchResponse(watch_id=INVALID_WATCH_ID, created=True, canceled=True, cancel_reason=reason)
-        resp.header.revision = self.hub.store.current_rev
+        resp.header.revision = self.hub.current_rev
         self.push(resp)
 
     def cancel(self, watch_id: int) -> None:
@@ -158,29 +179,27 @@ class WatchStream:
         if w is None or self.closed:
             return
         self.hub.remove(w)
-        self.progress_watchers.pop(w, None)
         resp = pb.WatchResponse(watch_id=watch_id, canceled=True)
-        resp.header.revision = self.hub.store.current_rev
+        resp.header.revision = self.hub.current_rev
         self.push(resp)
 
     def request_progress(self) -> None:
         if not self.watchers:
             return  # etcd 3.5: nothing to answer on
-        if self.not_synced:
-            self.progress_pending = True
-        else:
-            self.answer_progress()
+        self.hub.request_progress(self)
 
     def answer_progress(self) -> None:
-        self.progress_pending = False
         resp = pb.WatchResponse(watch_id=INVALID_WATCH_ID)
-        resp.header.revision = self.hub.store.current_rev
+        resp.header.revision = self.hub.current_rev
         self.push(resp)
 
     # ---- responses to the client ----
 
     def has_room(self) -> bool:
         return not self.queue or self.queued_bytes < self.queue_limit
+
+    def wait_for_room(self) -> None:
+        self.waiting = True
 
     def offer(self, resp: pb.WatchResponse, size: int, fragment: bool) -> bool:
         """Queues an event response unless the queue is full (at queue_limit; one response may pass it)."""
@@ -205,7 +224,7 @@ class WatchStream:
         self.queued_bytes += size
         if len(queue) == 1 and self.on_ready is not None:
             self.on_ready()
-        self.check_memory()
+        self._check_memory()
 
     def pop(self) -> tuple[pb.WatchResponse, bool] | None:
         """The next response to send and whether to fragment it, or None if nothing is queued."""
@@ -219,8 +238,13 @@ class WatchStream:
             self.hub.kick(self)
         return resp, fragment
 
-    def check_memory(self) -> None:
-        if self.queued_bytes + self.victim_bytes > self.memory_limit and self.error is None:
+    def hold(self, size: int) -> None:
+        self.held_bytes += size
+        if size > 0:
+            self._check_memory()
+
+    def _check_memory(self) -> None:
+        if self.queued_bytes + self.held_bytes > self.memory_limit and self.error is None:
             self.fail(SlowConsumer())
 
     # ---- the end ----
@@ -242,11 +266,9 @@ class WatchStream:
             return
         hub = self.hub
         for w in self.watchers.values():
-            if w.state != DONE:
-                hub.remove(w)
+            hub.remove(w)
         self.closed = True
         self.watchers.clear()
-        self.progress_watchers.clear()
         self.queue.clear()
         self.queued_bytes = 0
         hub.forget(self)

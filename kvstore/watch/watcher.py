@@ -1,7 +1,10 @@
 """One watcher, one event, and the response a watcher gets for some events.
 
 A ``Watcher`` is what a client created with one WatchCreateRequest: a key range, the revision it
-needs next (``min_rev``), its options, and which of the hub's groups it is in (``state``).
+needs next (``min_rev``), its options, and which of the hub's groups it is in (``state``). Its
+stream made it and answers through it; every field that changes after that (``min_rev``, ``state``,
+``pending``, ``progress_quiet``) is the hub's (``kvstore.watch.hub``) to write, and no one else's.
+The stream is seen here only as an ``Outbox``: the part of it the hub sends through.
 
 An ``EventRecord`` wraps one change of the store. Its ``mvccpb.Event`` is built at most once,
 the first time a watcher wants it, and shared by every watcher that receives it; the variant
@@ -14,15 +17,12 @@ left out when that revision has been compacted.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from kvstore.errors import EtcdError
+from kvstore.mvcc.errors import CompactedError
 from kvstore.mvcc.store import EVENT_DELETE, EVENT_PUT, KVStore, ReadView
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.mvccpb.kv_pb2 import Event, KeyValue
-
-if TYPE_CHECKING:
-    from kvstore.watch.stream import WatchStream
 
 # Watcher.state
 SYNCED = 0  # in the hub's synced group: gets events as batches are applied
@@ -33,6 +33,34 @@ DONE = 3  # canceled, compacted, or its stream is gone
 EVENT_OVERHEAD = 24  # rough bytes of an encoded Event beyond its key and value (memory accounting)
 
 _WatchResponse = pb.WatchResponse
+
+
+class Outbox(Protocol):
+    """Where a watcher's responses go: its stream's queue (``kvstore.watch.stream.WatchStream``)."""
+
+    def has_room(self) -> bool:
+        """Whether an event response would be taken now."""
+        ...
+
+    def offer(self, resp: pb.WatchResponse, size: int, fragment: bool) -> bool:
+        """Queues an event response unless the queue is full."""
+        ...
+
+    def push(self, resp: pb.WatchResponse, size: int = ...) -> None:
+        """Queues a control response whatever the queue holds."""
+        ...
+
+    def wait_for_room(self) -> None:
+        """The hub holds work back for this stream: tell it (``kick``) once the client has read some."""
+        ...
+
+    def hold(self, size: int) -> None:
+        """size more (or, negative, fewer) bytes are held back for the stream by its victims."""
+        ...
+
+    def answer_progress(self) -> None:
+        """Answers a pending progress request (every watcher of the stream is synced)."""
+        ...
 
 
 class Watcher:
@@ -57,7 +85,7 @@ class Watcher:
         watch_id: int,
         key: bytes,
         end: bytes | None,
-        stream: WatchStream,
+        stream: Outbox,
         *,
         noput: bool = False,
         nodelete: bool = False,
@@ -143,7 +171,7 @@ class PrevReader:
             view = self._view = ReadView(self.store, self.store.backend.begin_read())
         try:
             kvs = view.range(key, None, rev).kvs
-        except EtcdError:  # compacted: etcd leaves prev_kv out
+        except CompactedError:  # etcd leaves prev_kv out
             return None
         return kvs[0] if kvs else None
 

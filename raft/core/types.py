@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 import msgpack
 
@@ -86,11 +87,11 @@ class Entry:
     type: EntryType = EntryType.NORMAL
     data: bytes = b""
 
-    def to_wire(self) -> list:
+    def to_wire(self) -> list[Any]:
         return [self.term, self.index, int(self.type), self.data]
 
     @staticmethod
-    def from_wire(w: list) -> Entry:
+    def from_wire(w: list[Any]) -> Entry:
         return Entry(w[0], w[1], EntryType(w[2]), w[3])
 
 
@@ -140,12 +141,12 @@ class Snapshot:
     def is_empty(self) -> bool:
         return self.metadata.index == 0
 
-    def to_wire(self) -> list:
+    def to_wire(self) -> list[Any]:
         md = self.metadata
         return [md.index, md.term, list(md.conf_state.voters), list(md.conf_state.learners), self.data]
 
     @staticmethod
-    def from_wire(w: list) -> Snapshot:
+    def from_wire(w: list[Any]) -> Snapshot:
         return Snapshot(SnapshotMetadata(w[0], w[1], ConfState(tuple(w[2]), tuple(w[3]))), w[4])
 
 
@@ -202,7 +203,7 @@ class Message:
     snapshot: Snapshot | None = None
     context: bytes = b""
 
-    def to_wire(self) -> list:
+    def to_wire(self) -> list[Any]:
         """Nested lists of ints, bytes and bools only; inverse of `from_wire`."""
         return [
             int(self.type),
@@ -220,7 +221,7 @@ class Message:
         ]
 
     @staticmethod
-    def from_wire(w: list) -> Message:
+    def from_wire(w: list[Any]) -> Message:
         snap = w[10]
         return Message(
             MessageType(w[0]),

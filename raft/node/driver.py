@@ -210,6 +210,10 @@ class RaftNode:
             },
         )
 
+    def is_stopped(self) -> bool:
+        """Whether stop() or fail() has run (a call, so a check after an await is not narrowed away)."""
+        return self.stopped
+
     async def stop(self) -> None:
         self.stopped = True
         if self._removed_stop is not None:

@@ -98,7 +98,7 @@ class ReadyLoop:
                         observer(node, rd)
                     later = await self._handle(rd)
                     rn.advance(rd, apply_later=later)
-                    if node.stopped:
+                    if node.is_stopped():  # (a method: stop() may have run while _handle awaited)
                         return
                     self._drain_apply_queue()
                     await self._maybe_compact()
@@ -135,6 +135,7 @@ class ReadyLoop:
         node = self.node
         rn = node.rn
         transport = node.transport
+        assert transport is not None, "the Ready loop runs only after start() set up the transport"
         if rd.soft_state is not None:
             self._on_soft_state()
         if rd.snapshot is not None:

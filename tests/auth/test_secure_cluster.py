@@ -13,8 +13,6 @@ from __future__ import annotations
 import io
 import json
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ import pytest
 
 from chaos import security
 from chaos.cluster import LocalCluster
+from chaos.launch import RAFTKV, MemberProcess
 from chaos.runner import RunConfig, run
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc as rpc
@@ -171,36 +170,33 @@ def test_a_member_without_the_peer_certificates_cannot_join(
     real = cluster.members[1]
     client_port, peer_port = free_port(), free_port()
     impostor_log = tmp_path / "impostor.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "raftkv_cmd.main",
-        "serve",
-        f"--name={real.name}",
-        f"--data-dir={tmp_path / 'impostor.etcd'}",
-        f"--listen-client-urls=http://127.0.0.1:{client_port}",
-        f"--advertise-client-urls=http://127.0.0.1:{client_port}",
-        f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-        f"--initial-advertise-peer-urls={real.peer_url}",  # the real member's id
-        f"--initial-cluster={cluster.initial_cluster}",
-        f"--initial-cluster-token={cluster.token}",
-        "--log-level=info",
-    ]
-    with open(impostor_log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    impostor = MemberProcess(real.name, "127.0.0.1", client_port, peer_port, tmp_path / "impostor.etcd", impostor_log)
+    impostor.spawn(
+        [
+            *RAFTKV,
+            f"--name={real.name}",
+            f"--data-dir={impostor.data_dir}",
+            f"--listen-client-urls={impostor.client_url}",
+            f"--advertise-client-urls={impostor.client_url}",
+            f"--listen-peer-urls={impostor.peer_url}",
+            f"--initial-advertise-peer-urls={real.peer_url}",  # the real member's id
+            f"--initial-cluster={cluster.initial_cluster}",
+            f"--initial-cluster-token={cluster.token}",
+            "--log-level=info",
+        ]
+    )
     try:
         deadline = time.monotonic() + 60
         while (
             impostor_log.read_text().count("peer unreachable") + impostor_log.read_text().count("peer connection lost")
             < 2
         ):  # it tried both other members, and failed
-            assert proc.poll() is None, impostor_log.read_text()[-2000:]
+            assert impostor.running(), impostor_log.read_text()[-2000:]
             assert time.monotonic() < deadline, impostor_log.read_text()[-2000:]
             time.sleep(0.1)
         still_serving(cluster, pki, ids, "impostor")
     finally:
-        proc.terminate()
-        proc.wait(15)
+        impostor.stop()
 
 
 def test_leases_through_a_follower_with_tls_and_certificate_users(secured: tuple[LocalCluster, security.Pki]) -> None:

@@ -1,12 +1,7 @@
-"""Leases through the real Applier (log codec -> Applier -> lessor + KVStore -> LMDB).
-
-NEEDS THE WIRING: the applier must dispatch Op.LEASE_GRANT / LEASE_REVOKE / LEASE_CHECKPOINT to
-``kvstore.lease.apply``. Until it does, this module skips itself (detected by behaviour).
-"""
+"""Leases through the real Applier (log codec -> Applier -> lessor + KVStore -> LMDB)."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,24 +13,6 @@ from kvstore.mvcc import Backend, KVStore
 from kvstore.mvcc.store import EVENT_DELETE, EVENT_PUT
 from proto.etcdserverpb import rpc_pb2 as pb
 from tests.lease.helpers import FakeClock
-
-
-def _wired() -> bool:
-    with tempfile.TemporaryDirectory() as d:
-        backend = Backend(Path(d))
-        try:
-            lessor = Lessor(backend)
-            store = KVStore(backend, leases=lessor)
-            body = pb.LeaseGrantRequest(ID=1, TTL=5).SerializeToString()
-            Applier(store, leases=lessor).apply([(1, 1, encode_request(Op.LEASE_GRANT, 1, body))])
-            return lessor.exists(1)
-        except ValueError:
-            return False
-        finally:
-            backend.close()
-
-
-pytestmark = pytest.mark.skipif(not _wired(), reason="lease wiring of the applier not applied yet (issue 5)")
 
 
 class Member:

@@ -10,8 +10,8 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from kvstore.errors import EtcdError, LeaseExist, LeaseNotFound, LeaseTTLTooLarge
 from kvstore.lease import MAX_LEASE_TTL, apply_lease_checkpoint, apply_lease_grant, apply_lease_revoke
+from kvstore.lease.errors import LeaseError, LeaseExistsError, LeaseNotFoundError, LeaseTTLTooLargeError
 from kvstore.mvcc.store import EVENT_DELETE
 from proto.etcdserverpb import rpc_pb2 as pb
 from tests.lease.helpers import FakeClock, Node
@@ -48,7 +48,7 @@ def test_grant_response(node):
 
 @pytest.mark.parametrize(
     ("lease_id", "ttl", "error"),
-    [(0, 10, LeaseNotFound), (7, MAX_LEASE_TTL + 1, LeaseTTLTooLarge), (1, 10, LeaseExist)],
+    [(0, 10, LeaseNotFoundError), (7, MAX_LEASE_TTL + 1, LeaseTTLTooLargeError), (1, 10, LeaseExistsError)],
 )
 def test_grant_errors_change_nothing(node, lease_id, ttl, error):
     grant(node, 1, 10)
@@ -74,7 +74,7 @@ def test_revoke_response_and_events(node):
 
 
 def test_revoke_unknown(node):
-    with pytest.raises(LeaseNotFound):
+    with pytest.raises(LeaseNotFoundError):
         revoke(node, 3)
 
 
@@ -120,13 +120,13 @@ def apply(node: Node, op: str, a: object, b: int) -> object:
             return checkpoint(node, (a, b)).SerializeToString()  # type: ignore[arg-type]
         if op == "put":
             if b and not node.lessor.exists(b):
-                raise LeaseNotFound()  # what the applier checks first
+                raise LeaseNotFoundError()  # what the applier checks first
             return node.put(a, b"v", b)  # type: ignore[arg-type]
         if op == "delete":
             return node.write(lambda w: w.delete_range(a, None))[0]
         node.clock.advance(b)  # only the primary's clock moves; nothing replicated may notice
         return None
-    except EtcdError as exc:
+    except LeaseError as exc:
         return type(exc).__name__
 
 

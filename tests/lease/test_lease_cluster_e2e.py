@@ -40,13 +40,6 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     c = LocalCluster(tmp_path / "cluster", size=3, ports=[(free_port(), free_port()) for _ in range(3)])
     c.start(timeout=60)
     try:
-        with grpc.insecure_channel(c.members[0].endpoint) as ch:
-            try:
-                rpc_pb2_grpc.LeaseStub(ch).LeaseLeases(pb.LeaseLeasesRequest(), timeout=5)
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                    pytest.skip("raftkv does not serve Lease yet")
-                raise
         yield c
     finally:
         c.stop()
@@ -198,13 +191,6 @@ def test_keepalives_through_a_leader_kill_keep_the_lease(cluster):
 
 def test_watchers_on_every_member_see_one_revision_of_deletes(cluster):
     members = cluster.members
-    with grpc.insecure_channel(members[0].endpoint) as ch:
-        try:
-            for _ in rpc_pb2_grpc.WatchStub(ch).Watch(iter([]), timeout=1):
-                break
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                pytest.skip("raftkv does not serve Watch yet")
     keys = [b"w/1", b"w/2", b"w/3"]
     ch, stub, lease_stub = kv(members[1].endpoint)
     with ch:

@@ -38,25 +38,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.etcd]
 MARGIN = 10.0
 
 
-def require(server: Process, service: str = "Lease") -> None:
-    """Skips when raftkv does not serve the service yet (the wiring of issue 5, or Watch)."""
-    if not isinstance(server, RaftkvMember):
-        return
-    with grpc.insecure_channel(server.endpoint) as ch:
-        try:
-            if service == "Lease":
-                rpc_pb2_grpc.LeaseStub(ch).LeaseLeases(pb.LeaseLeasesRequest(), timeout=5)
-            else:
-                call = rpc_pb2_grpc.WatchStub(ch).Watch(iter([]), timeout=2)
-                for _ in call:
-                    break
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                pytest.skip(f"raftkv does not serve {service} yet")
-            if exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
-                raise
-
-
 @pytest.fixture
 def pair(tmp_path) -> Iterator[tuple[RaftkvMember, EtcdMember]]:
     if ETCD is None or ETCDCTL is None:
@@ -68,7 +49,6 @@ def pair(tmp_path) -> Iterator[tuple[RaftkvMember, EtcdMember]]:
     try:
         ours.wait_ready()
         ref.wait_ready()
-        require(ours)
         yield ours, ref
     finally:
         ours.stop()
@@ -294,7 +274,6 @@ class Etcdctl:
 @pytest.mark.parametrize("name", ["raftkv", "etcd"])
 def test_lock_passes_to_the_waiter_when_the_holder_dies(pair, name):
     server = pair[0] if name == "raftkv" else pair[1]
-    require(server, "Watch")
     # the session's lease: 4 s, so that a busy machine delaying etcdctl's keep-alives (every TTL/3)
     # cannot let it expire while the holder is alive
     holder = Etcdctl(server.endpoint, "lock", "--ttl=4", "mylock")
@@ -320,7 +299,6 @@ def test_lock_passes_to_the_waiter_when_the_holder_dies(pair, name):
 @pytest.mark.parametrize("name", ["raftkv", "etcd"])
 def test_elect_passes_to_the_other_candidate_when_the_leader_dies(pair, name):
     server = pair[0] if name == "raftkv" else pair[1]
-    require(server, "Watch")
     alice = Etcdctl(server.endpoint, "elect", "myelection", "alice")
     bob = None
     try:

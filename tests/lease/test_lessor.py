@@ -8,9 +8,10 @@ import lmdb
 import msgpack
 import pytest
 
-from kvstore.errors import LeaseExist, LeaseNotFound, LeaseTTLTooLarge, StartupError
 from kvstore.lease import MAX_LEASE_TTL, LeaseExpired, NotPrimary, min_lease_ttl
+from kvstore.lease.errors import LeaseExistsError, LeaseNotFoundError, LeaseTTLTooLargeError
 from kvstore.lease.lessor import FOREVER, LEASE_REVOKE_RATE, lease_key
+from raft.errors import StartupError
 from tests.lease.helpers import FakeClock, Node
 
 
@@ -54,12 +55,12 @@ def test_grant_raises_ttl_to_minimum(node):
 
 
 def test_grant_errors(node):
-    with pytest.raises(LeaseTTLTooLarge):
+    with pytest.raises(LeaseTTLTooLargeError):
         node.grant(1, MAX_LEASE_TTL + 1)
-    with pytest.raises(LeaseNotFound):
+    with pytest.raises(LeaseNotFoundError):
         node.grant(0, 10)
     node.grant(1, 10)
-    with pytest.raises(LeaseExist):
+    with pytest.raises(LeaseExistsError):
         node.grant(1, 20)
     assert node.lessor.lookup(1).ttl == 10
 
@@ -138,7 +139,7 @@ def test_revoke_without_keys_makes_no_revision(node):
 
 
 def test_revoke_unknown(node):
-    with pytest.raises(LeaseNotFound):
+    with pytest.raises(LeaseNotFoundError):
         node.write(lambda w: node.lessor.revoke(w, 9))
 
 
@@ -292,7 +293,7 @@ def test_renew(node):
         lessor.renew(1)
     lessor.promote(0)
     node.grant(1, 5)
-    with pytest.raises(LeaseNotFound):
+    with pytest.raises(LeaseNotFoundError):
         lessor.renew(2)
     node.clock.advance(4)
     assert lessor.renew(1) == (5, False)

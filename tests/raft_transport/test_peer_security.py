@@ -23,6 +23,7 @@ import trustme
 
 from raft import transport as tr
 from raft.core.types import Message, MessageType
+from raft.net import listener
 from tests.raft_transport.test_transport import (
     CLUSTER,
     HELLO_BODY,
@@ -129,7 +130,7 @@ async def test_silent_connections_are_dropped_and_bounded(
     trio_: list[Member], monkeypatch: pytest.MonkeyPatch, warnings_log: pytest.LogCaptureFixture
 ) -> None:
     a, b, _ = trio_
-    monkeypatch.setattr(tr, "FIRST_FRAME_TIMEOUT", 0.3)
+    monkeypatch.setattr(listener, "FIRST_FRAME_TIMEOUT", 0.3)
     conns = [await raw_connect(b) for _ in range(tr.MAX_PENDING + 3)]
     for reader, _ in conns[tr.MAX_PENDING :]:
         assert await closed_by_peer(reader)  # over the limit: at once

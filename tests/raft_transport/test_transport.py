@@ -25,6 +25,7 @@ import uvloop
 from raft import snapshot as snapfiles
 from raft import transport as tr
 from raft.core.types import ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata
+from raft.net import framing, outgoing
 from raft.snapshot import SnapshotDir
 from raft.transport import Transport
 from tests.procs import free_port
@@ -248,7 +249,7 @@ async def test_batches_over_the_frame_limit_are_split_and_oversized_messages_dro
     trio_: list[Member], monkeypatch: pytest.MonkeyPatch, warnings_log: pytest.LogCaptureFixture
 ) -> None:
     a, b, _ = trio_
-    monkeypatch.setattr(tr, "MAX_FRAME", 10_000)
+    monkeypatch.setattr(framing, "MAX_FRAME", 10_000)
     sizes = [4000, 4000, 20_000, 4000, 100, 4000]
     a.t.send([app(1, 2, i, b"d" * n) for i, n in enumerate(sizes, 1)])
     await wait_until(lambda: len(b.delivered) == 5)
@@ -258,7 +259,7 @@ async def test_batches_over_the_frame_limit_are_split_and_oversized_messages_dro
 
 
 async def test_peer_that_stops_reading_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tr, "WRITE_STALL_TIMEOUT", 0.1)
+    monkeypatch.setattr(outgoing, "WRITE_STALL_TIMEOUT", 0.1)
     connected, release = asyncio.Event(), asyncio.Event()
     handlers: list[asyncio.Task] = []
 

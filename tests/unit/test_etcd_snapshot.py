@@ -18,10 +18,10 @@ import pytest
 from kvstore.apply import Applier, Op, encode_request
 from kvstore.auth import AuthStore
 from kvstore.bbolt import BoltFile, Nested, write_file
-from kvstore.errors import Compacted, FutureRev
 from kvstore.lease import Lessor
 from kvstore.membership import ChangeContext, MemberInfo
 from kvstore.mvcc import Backend, KVStore
+from kvstore.mvcc.errors import CompactedError, FutureRevError
 from kvstore.mvcc.index import TreeIndex
 from kvstore.mvcc.revision import rev_to_bytes, tombstone_to_bytes
 from kvstore.mvcc.shared_lock import SharedLock
@@ -456,11 +456,11 @@ def test_hash_kv_filters_compacted_history_as_etcd_does(state: State) -> None:
         keep = hashing.etcd_keep(state.store.index, rev or current)
         got = asyncio.run(maintenance.hash_kv(state, rev))
         assert got == (ref_hash_kv(records, rev or current, 20, keep), current, 20)
-    with pytest.raises(Compacted):
+    with pytest.raises(CompactedError):
         asyncio.run(maintenance.hash_kv(state, 20))
-    with pytest.raises(Compacted):
+    with pytest.raises(CompactedError):
         asyncio.run(maintenance.hash_kv(state, 3))
-    with pytest.raises(FutureRev):
+    with pytest.raises(FutureRevError):
         asyncio.run(maintenance.hash_kv(state, current + 1))
     assert not state.lock.held
 

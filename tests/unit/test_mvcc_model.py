@@ -19,8 +19,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from kvstore.apply import Applier, CompactResult, Op, encode_request
 from kvstore.apply.kv import do_range, range_end
-from kvstore.errors import Compacted, DuplicateKey, EtcdError, FutureRev
+from kvstore.errors import Compacted, DuplicateKey, FutureRev
 from kvstore.mvcc import Backend, KVStore
+from kvstore.mvcc.errors import CompactedError, FutureRevError, MvccError
 from kvstore.mvcc.store import EVENT_DELETE, EVENT_PUT
 from kvstore.server.validate import check_txn
 from kvstore.watch.history import read_events
@@ -205,11 +206,11 @@ class MVCCMachine(RuleBasedStateMachine):
         try:
             with self.store.read() as view:
                 resp = do_range(view, req)
-        except EtcdError as exc:
+        except MvccError as exc:
             if rev > m.rev:
-                assert isinstance(exc, FutureRev)
+                assert isinstance(exc, FutureRevError)
             else:
-                assert isinstance(exc, Compacted) and 0 < rev < m.compacted
+                assert isinstance(exc, CompactedError) and 0 < rev < m.compacted
             return
         assert not (rev > m.rev or 0 < rev < m.compacted)
         state = m.states[rev if rev > 0 else m.rev]
@@ -260,7 +261,7 @@ class MVCCMachine(RuleBasedStateMachine):
         if self.model.compacted > 1:
             try:
                 self.store.range(b"a", None, rev=self.model.compacted - 1)
-            except Compacted:
+            except CompactedError:
                 return
             raise AssertionError("read below the compacted revision succeeded")
 

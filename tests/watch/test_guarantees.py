@@ -259,7 +259,7 @@ class WatchMachine(RuleBasedStateMachine):
         for c in self.clients.values():
             if c.stream is self.streams[n]:
                 c.watcher.progress_notify = True
-                self.streams[n].progress_watchers[c.watcher] = None
+                self.node.hub.stream_state(self.streams[n]).progress_watchers[c.watcher] = None
         self.node.hub.progress_tick(self.streams[n])
 
     # ---- the client reads ----

@@ -313,7 +313,7 @@ def test_compaction_while_catching_up_cancels_the_watcher(tmp_path: Path) -> Non
         got = node.catch_up([s])[s]
         assert [e[0] for e in events(got, wid)] == [2, 3]
         assert got[-1].canceled and got[-1].compact_revision == 8
-        assert not node.hub.unsynced and s.not_synced == 0
+        assert not node.hub.unsynced and node.hub.stream_state(s).not_synced == 0
     finally:
         node.close()
 
@@ -343,7 +343,7 @@ def test_slow_stream_makes_victims_that_lose_nothing(tmp_path: Path) -> None:
             fast_got += drain_stream(fast)
         hub = node.hub
         assert any(w.state == VICTIM for w in s.watchers.values())
-        assert s.victims and s.victim_bytes > 0
+        assert hub.stream_state(s).victims and s.held_bytes > 0
         got: list[pb.WatchResponse] = []
         for i in range(1000):  # the client reads slowly: one response at a time, writes keep coming
             got += drain_stream(s, limit=1)
@@ -351,9 +351,9 @@ def test_slow_stream_makes_victims_that_lose_nothing(tmp_path: Path) -> None:
                 node.put(b"k%d" % (i % 3), b"y")
             hub.retry_victims()
             hub.sync_step()
-            if not hub.unsynced and not s.victims and not s.queue:
+            if not hub.unsynced and not hub.stream_state(s).victims and not s.queue:
                 break
-        assert not s.victims and s.victim_bytes == 0
+        assert not hub.stream_state(s).victims and s.held_bytes == 0
         for wid in wids:
             assert [e[0] for e in events(got, wid)] == list(range(2, node.rev + 1))
         fast_got += drain_stream(fast)
@@ -379,7 +379,7 @@ def test_a_stream_that_never_reads_is_canceled_past_its_memory_limit(tmp_path: P
             if stuck.error is not None:
                 break
             # held back: the queue (up to its limit) and one response per victim, nothing more
-            assert stuck.queued_bytes <= 1000 + 300 * 64 and len(stuck.victims) <= 300
+            assert stuck.queued_bytes <= 1000 + 300 * 64 and len(node.hub.stream_state(stuck).victims) <= 300
         assert woke
         assert isinstance(stuck.error, SlowConsumer)
         assert stuck.closed and not stuck.watchers and not stuck.queue
