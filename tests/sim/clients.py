@@ -58,7 +58,14 @@ class ClientNet:
             return result
 
         task = proc.spawn(self.loop, run())
-        result = await asyncio.wait_for(task, timeout)
+        # not asyncio.wait_for: on a timeout it cancels the task and waits for it to finish, which a
+        # task of a killed process never does (nothing of a dead process runs again)
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            if proc.alive:
+                task.cancel()  # the client gave up; the member's handler is cancelled as gRPC's would be
+            raise TimeoutError
+        result = task.result()
         await asyncio.sleep(self.delay())
         return result
 
@@ -93,7 +100,8 @@ class SimCall:
     async def write(self, msg: ProtoMessage) -> None:
         assert self._net is not None
         net = self._net
-        at = self._to_client = max(self._to_client, net.loop.time() + net.delay())
+        # strictly later than the previous one: timers due at the same instant run in no set order
+        at = self._to_client = max(self._to_client + 1e-9, net.loop.time() + net.delay())
         net.loop.call_at(at, self.responses.put_nowait, msg.SerializeToString(), context=net.neutral)
 
     # ---- the client's side ----
@@ -101,5 +109,5 @@ class SimCall:
     def send(self, req: Any) -> None:
         assert self._net is not None
         net = self._net
-        at = self._to_member = max(self._to_member, net.loop.time() + net.delay())
+        at = self._to_member = max(self._to_member + 1e-9, net.loop.time() + net.delay())
         net.loop.call_at(at, self._requests.put_nowait, req, context=net.neutral)

@@ -154,7 +154,9 @@ class SimNetwork:
                 await asyncio.sleep(timeout)
                 raise PeerRequestError(f"cannot reach member {peer:x}")
             answer = dst.process.spawn(self.loop, dst.handlers.on_request(src.member_id, payload))
-            body = await answer
+            # shielded: cancelling the round trip must not wait on a task of a process that may be dead
+            # (nothing of a killed process runs again, so its cancellation would never complete)
+            body = await asyncio.shield(answer)
             await asyncio.sleep(self.delay())
             if not self.link_up(peer, src.member_id):
                 await asyncio.sleep(timeout)
