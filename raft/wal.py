@@ -183,7 +183,11 @@ class WAL:
                 else:
                     length, crc = _FRAME.unpack_from(data, pos)
                     end = pos + _FRAME.size + length
-                    if end > len(data):
+                    if length == 0:
+                        # every record has a body; an all-zero header (length 0, CRC 0, which is the
+                        # CRC of nothing) is a sector the disk never wrote, not an empty record
+                        problem = "zero-length record"
+                    elif end > len(data):
                         problem = f"record of {length} bytes cut short"
                     else:
                         body = data[pos + _FRAME.size : end]
