@@ -21,6 +21,8 @@ the lease lives until at least ``s + ttl``: the member that renewed it did so af
 - **expiry happens**: a final read that finds a key of a lease whose last renewal attempt (a
   keep-alive of unknown outcome counts as taking ``max_delay`` to land) plus its TTL plus ``grace``
   is past is a lease that never expired (and one that was revoked, a revoke that did nothing).
+  A new leader's lessor gives every lease its full TTL again (etcd's ``Promote``), so a leader
+  change (``promotions``: when a lessor was promoted, on the history's clock) counts as a renewal.
 - **all keys go together**: the final reads find all of a lease's acknowledged keys, or none.
 """
 
@@ -46,7 +48,9 @@ class _Lease:
     keys: dict[str, int] = field(default_factory=dict)  # acknowledged key -> its put's op index
 
 
-def check(ops: list[Operation], grace: float = 4.0, max_delay: float = 3.0) -> dict[str, Any]:
+def check(
+    ops: list[Operation], grace: float = 4.0, max_delay: float = 3.0, promotions: list[int] | None = None
+) -> dict[str, Any]:
     ns = 1_000_000_000
     leases: dict[int, _Lease] = {}
     key_lease: dict[str, int] = {}
@@ -184,13 +188,15 @@ def check(ops: list[Operation], grace: float = 4.0, max_delay: float = 3.0) -> d
             continue
         known = leases[lid]
         last = max(known.attempts, default=0)
+        last = max([last] + [p for p in promotions or () if p <= op.call])
         acked_revokes = [r for r in known.revokes if r.type == OK]
         if acked_revokes:
             violation("not-revoked", f"{key!r} outlived the acknowledged revoke of lease {lid:x}", [i])
         elif op.call > last + int((known.ttl + grace) * ns):
             violation(
                 "never-expired",
-                f"{key!r} of lease {lid:x} is still there at {op.call / ns:.3f}s; its last renewal attempt landed by "
+                f"{key!r} of lease {lid:x} is still there at {op.call / ns:.3f}s; its last renewal attempt (or leader "
+                f"change) landed by "
                 f"{last / ns:.3f}s and its TTL is {known.ttl}s",
                 [known.keys[key], i],
             )

@@ -138,6 +138,14 @@ class SimMember:
             sink(changes)
 
         member.applier.on_changes = on_changes
+        lessor = member.lessor
+        promote = lessor.promote
+
+        def promoted(extend: float) -> None:
+            sim.lease_promoted()  # every lease gets its TTL again: the lease checker counts it as a renewal
+            promote(extend)
+
+        lessor.promote = promoted  # type: ignore[method-assign]
         hub = member.watch_hub
         hub.batch_revs = self.opts.watch_batch_revs
         hub.progress_interval = self.opts.progress_interval

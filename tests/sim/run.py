@@ -121,6 +121,7 @@ class Simulation:
         self.healed = False
         self.stats: dict[str, Any] = {}
         self._restarts: dict[str, int] = {}
+        self.promotions: list[int] = []  # when a lessor was promoted (a new leader), on the history's clock
 
     def rng_for(self, name: str) -> random.Random:
         return random.Random(f"{self.seed}/{name}")
@@ -195,6 +196,9 @@ class Simulation:
         self.restart_later(m, self.faults.rng.uniform(0.1, 1.5))
         raise _Killed(name)
 
+    def lease_promoted(self) -> None:
+        self.promotions.append(round(self.loop.time() * 1e9))
+
     def leader(self) -> SimMember | None:
         leaders = [m for m in self.members if m.up and m.node is not None and m.node.rn.role == StateRole.LEADER]
         return leaders[0] if len(leaders) == 1 else None
@@ -249,7 +253,8 @@ class Simulation:
         self.event(f"converged, leader {leader}")
         await self.workload.final(leader)
         mopts = opts.member
-        wait_until = self.workload.last_keepalive + self.workload.max_ttl + 2 * mopts.election_ms / 1000 + LEASE_GRACE
+        renewed = max([self.workload.last_keepalive] + [p / 1e9 for p in self.promotions])
+        wait_until = renewed + self.workload.max_ttl + 2 * mopts.election_ms / 1000 + LEASE_GRACE
         if self.loop.time() < wait_until:
             await asyncio.sleep(wait_until - self.loop.time())
         leader = await self.wait_converged("the leases' expiry")
@@ -335,7 +340,9 @@ class Simulation:
             self.failure_ops = w["windows"][0] if w["windows"] else []
             self.violation = f"watch: {w['explanation']}"
             return
-        ls = lease_checker.check(ops, grace=LEASE_GRACE + 2 * self.opts.member.election_ms / 1000)
+        ls = lease_checker.check(
+            ops, grace=LEASE_GRACE + 2 * self.opts.member.election_ms / 1000, promotions=self.promotions
+        )
         self.stats["lease"] = ls["counts"]
         if ls["verdict"] != lease_checker.VALID:
             self.failure_ops = ls["violations"][0]["ops"]
