@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import random
 import shutil
@@ -159,6 +160,11 @@ class Simulation:
             await m.start(self.net)
         except StartupError as exc:
             self.fail(f"{m} cannot start again after a crash: {exc}")
+        except OSError as exc:  # its disk failed while it started: it exits (code 1) and is restarted
+            self.event(f"{m} exits while starting ({type(exc).__name__}: {exc})")
+            m.crash(False)
+            self.restart_later(m, 0.05 if self.healed else self.faults.rng.uniform(0.1, 1.0))
+            return
         self.event(f"{m} started (applied {m.member.applied_index if m.member else '?'})")
 
     def crash(self, m: SimMember, power_failure: bool, why: str) -> None:
@@ -280,6 +286,9 @@ class Simulation:
     def run(self) -> str:
         """Runs the seed; returns the trace digest; raises SimulationFailed."""
         asyncio.set_event_loop(self.loop)
+        saved_logging = logging.root.manager.disable
+        if not self.opts.verbose:
+            logging.disable(logging.CRITICAL)  # the members' logs (a stopped node, a torn WAL tail) are expected
         saved_hit = failpoints.hit
         failpoints.hit = self._failpoint  # type: ignore[assignment]
         try:
@@ -296,6 +305,7 @@ class Simulation:
                     self._check_history()
         finally:
             failpoints.hit = saved_hit  # type: ignore[assignment]
+            logging.disable(saved_logging)
             self._close()
         if self.violation is not None:
             raise SimulationFailed(self.seed, self.violation, self.opts.replay_command(self.seed), self._minimal_trace())
