@@ -92,8 +92,9 @@ class SimMember:
     def alive(self) -> bool:
         return self.process is not None and self.process.alive
 
-    async def start(self, net: SimNetwork) -> None:
-        """Starts a new incarnation over the machine; raises what start-up raises (StartupError)."""
+    async def start(self, net: SimNetwork) -> bool:
+        """Starts a new incarnation over the machine: True once it is up, False when it was killed while
+        starting; raises what start-up raises (StartupError, an OSError of its disk)."""
         sim = self.sim
         loop = sim.loop
         self.incarnation += 1
@@ -154,11 +155,16 @@ class SimMember:
         self.lease = LeaseService(member)
         self.watch = WatchService(member)
         sim.invariants.member_starting(self)
-        await proc.spawn(loop, member.start(), name=f"{self.name}-start")
+        starting = proc.spawn(loop, member.start(), name=f"{self.name}-start")
+        await asyncio.wait({starting})  # (a task of a process killed while starting never finishes)
+        if not proc.alive:
+            return False  # killed while it started (at a failpoint of its recovery): crash() has run
+        starting.result()
         self.up = True
         fatal = node.fatal
         assert fatal is not None
         fatal.add_done_callback(lambda f, inc=self.incarnation: self._fatal(inc, f))
+        return True
 
     def _fatal(self, incarnation: int, fut: asyncio.Future[Any]) -> None:
         if incarnation != self.incarnation or not self.alive or fut.cancelled():

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
 import random
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,7 +159,7 @@ class Simulation:
 
     async def start(self, m: SimMember) -> None:
         try:
-            await m.start(self.net)
+            up = await m.start(self.net)
         except StartupError as exc:
             self.fail(f"{m} cannot start again after a crash: {exc}")
         except OSError as exc:  # its disk failed while it started: it exits (code 1) and is restarted
@@ -165,7 +167,8 @@ class Simulation:
             m.crash(False)
             self.restart_later(m, 0.05 if self.healed else self.faults.rng.uniform(0.1, 1.0))
             return
-        self.event(f"{m} started (applied {m.member.applied_index if m.member else '?'})")
+        if up:
+            self.event(f"{m} started (applied {m.member.applied_index if m.member else '?'})")
 
     def crash(self, m: SimMember, power_failure: bool, why: str) -> None:
         self.event(f"{m} killed ({why}){' with a power failure' if power_failure else ''}")
@@ -316,7 +319,11 @@ class Simulation:
         for m in self.members:
             if m.process is not None:
                 m.process.kill()
-        loop.abandon()
+        with warnings.catch_warnings():
+            # the coroutines of killed processes' callbacks that never ran, dropped with the run
+            warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+            loop.abandon()
+            gc.collect()
         for m in self.members:
             m.machine.destroy()
         loop.close()
