@@ -42,7 +42,7 @@ class MemberOptions:
     snapshot_count: int = 60
     catch_up_entries: int = 20
     slow_io: float = 0.01  # chance an executor call (a WAL fsync, a backend sync) stalls
-    watch_batch_revs: int = 1000
+    watch_batch_revs: int = 8  # etcd reads 1000 revisions a catch-up step; short runs need a few steps
     progress_interval: float = 600.0
 
 
