@@ -4,6 +4,7 @@
     python -m tests.sim --seed 42 --bug stale-reads  # the same with a flaw injected
     python -m tests.sim --seeds 10000 --jobs 2       # seeds 0..9999 on two processes
     python -m tests.sim --seeds 300 --start 5000 --bug lost-catch-up --first   # stop at the first failure
+    python -m tests.sim --table --seeds 300 --jobs 2   # every injected bug on seeds 0..299: tests/sim/README.md's table
 
 A failing seed prints its violation, the one-line command that replays it and a minimal trace.
 Exit status: 0 when every seed passed, 1 otherwise.
@@ -59,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bug", default="", choices=["", *BUGS], help="inject a known flaw")
     p.add_argument("--first", action="store_true", help="with --seeds: stop at the first failing seed")
     p.add_argument("-v", "--verbose", action="store_true", help="print every event of the run")
+    p.add_argument("--table", action="store_true", help="run every injected bug on --seeds seeds; print a table")
     a = p.parse_args(argv)
+    if a.table:
+        return table(a)
     if a.seed is not None:
         sim = Simulation(a.seed, options(a))
         t0 = time.perf_counter()
@@ -99,6 +103,43 @@ def main(argv: list[str] | None = None) -> int:
             pool.terminate()
     print(f"seeds {a.start}..{a.start + done - 1}: {failures} failed in {time.perf_counter() - t0:.1f}s", flush=True)
     return 1 if failures else 0
+
+
+def sweep(seeds: range, opts: SimOptions, jobs: int) -> list[Outcome]:
+    """Every seed's outcome, in seed order."""
+    work = [(seed, opts) for seed in seeds]
+    if jobs <= 1:
+        return [_worker(w) for w in work]
+    pool = multiprocessing.get_context("fork").Pool(jobs)
+    try:
+        return list(pool.imap(_worker, work, chunksize=4))
+    finally:
+        pool.terminate()
+
+
+def table(a: argparse.Namespace) -> int:
+    """Markdown: each injected bug, its first failing seed, how many of the seeds catch it, what was seen."""
+    n = a.seeds or 300
+    seeds = range(a.start, a.start + n)
+    print(f"| injected bug | first failing seed | seeds failing of {n} ({a.start}..{a.start + n - 1}) | first violation |")
+    print("| --- | --- | --- | --- |")
+    missed = 0
+    for bug in BUGS:
+        t0 = time.perf_counter()
+        outs = sweep(seeds, SimOptions(members=a.members, chaos_time=a.time, bug=bug), a.jobs)
+        failed = [o for o in outs if o.failure is not None]
+        if not failed:
+            missed += 1
+            print(f"| `{bug}` | none | 0 | ({time.perf_counter() - t0:.0f}s) |", flush=True)
+            continue
+        first = failed[0]
+        assert first.failure is not None
+        what = first.failure.splitlines()[0].split(": ", 1)[1][:110].replace("|", "/")
+        print(
+            f"| `{bug}` | {first.seed} | {len(failed)} | {what} ({time.perf_counter() - t0:.0f}s) |",
+            flush=True,
+        )
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

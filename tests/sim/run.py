@@ -334,7 +334,7 @@ class Simulation:
         errors = [c for c in self.loop.errors if not isinstance(c.get("exception"), (_Stop, _Killed))]
         if errors:
             c = errors[0]
-            self.violation = f"unexpected exception in a member: {c.get('message')} {c.get('exception')!r}"
+            self.violation = f"unexpected exception in a member: {c.get('exception')!r} ({c.get('message')})"
         elif self.workload.errors:
             self.violation = self.workload.errors[0]
 
