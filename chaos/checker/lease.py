@@ -165,7 +165,9 @@ def check(
         if op.f == "lease-keepalive" and op.value["ttl"] > 0:
             violation("resurrected", f"lease {lid:x} was renewed after it was gone", [known.gone_op, i])
         elif op.f == "lease-put":
-            violation("resurrected", f"a put under lease {lid:x} succeeded after the lease was gone", [known.gone_op, i])
+            violation(
+                "resurrected", f"a put under lease {lid:x} succeeded after the lease was gone", [known.gone_op, i]
+            )
         elif op.f == "lease-read":
             violation(
                 "resurrected",

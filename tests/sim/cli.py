@@ -121,7 +121,9 @@ def table(a: argparse.Namespace) -> int:
     """Markdown: each injected bug, its first failing seed, how many of the seeds catch it, what was seen."""
     n = a.seeds or 300
     seeds = range(a.start, a.start + n)
-    print(f"| injected bug | first failing seed | seeds failing of {n} ({a.start}..{a.start + n - 1}) | first violation |")
+    print(
+        f"| injected bug | first failing seed | seeds failing of {n} ({a.start}..{a.start + n - 1}) | first violation |"
+    )
     print("| --- | --- | --- | --- |")
     missed = 0
     for bug in BUGS:

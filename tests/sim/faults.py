@@ -32,7 +32,14 @@ if TYPE_CHECKING:
     from tests.sim.member import SimMember
     from tests.sim.run import Simulation
 
-FAILPOINTS = ("beforeWALSave", "afterWALSave", "beforeSendMessages", "beforeApply", "afterApply", "beforeSnapshotInstall")
+FAILPOINTS = (
+    "beforeWALSave",
+    "afterWALSave",
+    "beforeSendMessages",
+    "beforeApply",
+    "afterApply",
+    "beforeSnapshotInstall",
+)
 
 
 @dataclass
@@ -209,7 +216,7 @@ class Faults:
         async def transfer() -> None:
             try:
                 await node.transfer_leader(target.id)
-            except Exception as exc:  # noqa: BLE001 - a refused or timed-out transfer is a normal outcome
+            except Exception as exc:
                 self.sim.event(f"transfer to {target.name}: {type(exc).__name__}")
 
         assert leader.process is not None

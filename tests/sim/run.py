@@ -234,7 +234,11 @@ class Simulation:
             await asyncio.sleep(0.05)
         state = ", ".join(
             f"{m}: {'up' if m.up else 'down'}"
-            + (f" {m.node.rn.role.name} term {m.node.term} applied {m.member.applied_index}" if m.member and m.node else "")
+            + (
+                f" {m.node.rn.role.name} term {m.node.term} applied {m.member.applied_index}"
+                if m.member and m.node
+                else ""
+            )
             for m in self.members
         )
         self.fail(f"liveness: no convergence {self.opts.settle_time:g} s after {why} ({state})")
@@ -278,7 +282,9 @@ class Simulation:
             assert member is not None
             with member.store.read() as view:
                 res = view.range(b"\x00", b"")
-                kvs = tuple((kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease) for kv in res.kvs)
+                kvs = tuple(
+                    (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease) for kv in res.kvs
+                )
             leases = tuple(sorted((lease.id, lease.ttl) for lease in member.lessor))
             states[m.name] = (member.store.current_rev, kvs, leases)
         first = self.members[0].name
@@ -311,7 +317,9 @@ class Simulation:
             logging.disable(saved_logging)
             self._close()
         if self.violation is not None:
-            raise SimulationFailed(self.seed, self.violation, self.opts.replay_command(self.seed), self._minimal_trace())
+            raise SimulationFailed(
+                self.seed, self.violation, self.opts.replay_command(self.seed), self._minimal_trace()
+            )
         return self.trace_digest
 
     def _close(self) -> None:
@@ -391,7 +399,9 @@ def _describe(i: int, op: Operation) -> str:
     ret = f"{op.ret / 1e9:.4f}s" if op.ret is not None else "never"
     out = op.value if op.type != "info" else None
     err = f" ({op.error})" if op.error else ""
-    return f"op {i}: process {op.process} on {op.node}: {op.f} {op.invoke_value} -> {op.type} {out}{err}, returned {ret}"
+    return (
+        f"op {i}: process {op.process} on {op.node}: {op.f} {op.invoke_value} -> {op.type} {out}{err}, returned {ret}"
+    )
 
 
 def run_seed(seed: int, opts: SimOptions | None = None) -> Simulation:

@@ -300,10 +300,8 @@ class Workload:
             if stop.is_set():
                 return
             recent = [r for r in self.deletes[-5:] if r > self.compacted]
-            if recent and rng.random() < 0.5:
-                target = rng.choice(recent)  # exactly at a deletion (etcd-io/etcd#18089's shape)
-            else:
-                target = self.head - rng.randint(3, 40)
+            # now and then exactly at a deletion (etcd-io/etcd#18089's shape), else behind the head
+            target = rng.choice(recent) if recent and rng.random() < 0.5 else self.head - rng.randint(3, 40)
             if target <= max(self.compacted, 1):
                 continue
             w.member = rng.randrange(len(self.members))
@@ -341,7 +339,9 @@ class Workload:
                 start = 1
             else:
                 start = 0
-            got = await self.session(f"watcher-{i}", session, m, key, end, prev_kv, start, rng.uniform(0.3, 3.0), stop, rng)
+            got = await self.session(
+                f"watcher-{i}", session, m, key, end, prev_kv, start, rng.uniform(0.3, 3.0), stop, rng
+            )
             last = got or last
             await asyncio.sleep(rng.uniform(0.0, 0.3))
 
@@ -447,11 +447,12 @@ class Workload:
             lease_id = (i + 1) << 32 | self.lease_ids
             ttl = rng.choice((2, 3, 4))
             self.max_ttl = max(self.max_ttl, ttl)
+            grant = pb.LeaseGrantRequest(ID=lease_id, TTL=ttl)
             outcome, granted = await self.run(
                 w,
                 "lease-grant",
                 {"lease": lease_id, "ttl": ttl},
-                lambda m, r=pb.LeaseGrantRequest(ID=lease_id, TTL=ttl): m.lease.LeaseGrant(r, SimCall()),
+                lambda m, r=grant: m.lease.LeaseGrant(r, SimCall()),
                 lambda resp, lid=lease_id: (OK, {"lease": lid, "ttl": resp.TTL}),
             )
             if outcome != OK:
@@ -483,11 +484,12 @@ class Workload:
                 alive = not (outcome == OK and out["ttl"] <= 0)
             if alive and not stop.is_set() and rng.random() < 0.4:
                 self._pick_member(w)
+                revoke = pb.LeaseRevokeRequest(ID=lease_id)
                 await self.run(
                     w,
                     "lease-revoke",
                     {"lease": lease_id},
-                    lambda m, r=pb.LeaseRevokeRequest(ID=lease_id): m.lease.LeaseRevoke(r, SimCall()),
+                    lambda m, r=revoke: m.lease.LeaseRevoke(r, SimCall()),
                     lambda resp: (OK, None),
                 )
             # otherwise the lease is left to expire; a reader looks at its keys now and then
@@ -620,4 +622,3 @@ class Workload:
         if o.compact_every > 0:
             jobs.append(self.compactor(stop))
         return jobs
-
