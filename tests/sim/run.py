@@ -57,12 +57,13 @@ CHECK_BUDGET_S = 20.0  # wall-clock seconds the linearizability search may take
 
 
 class SimulationFailed(AssertionError):
-    def __init__(self, seed: int, what: str, replay: str, trace: str) -> None:
+    def __init__(self, seed: int, what: str, replay: str, trace: str, digest: str = "") -> None:
         self.seed = seed
         self.what = what
         self.replay = replay
         self.trace = trace
-        super().__init__(f"seed {seed}: {what}\nreplay: {replay}\n{trace}")
+        self.digest = digest
+        super().__init__(f"seed {seed}: {what}\nreplay: {replay}\ntrace hash: {digest}\n{trace}")
 
 
 class _Stop(BaseException):
@@ -318,7 +319,7 @@ class Simulation:
             self._close()
         if self.violation is not None:
             raise SimulationFailed(
-                self.seed, self.violation, self.opts.replay_command(self.seed), self._minimal_trace()
+                self.seed, self.violation, self.opts.replay_command(self.seed), self._minimal_trace(), self.trace_digest
             )
         return self.trace_digest
 

@@ -85,3 +85,4 @@ def test_a_failing_seed_prints_its_replay_command_and_the_command_replays_it(
     assert cli.main([a for a in argv[3:] if a != "-v"]) == 1
     out = capsys.readouterr().out
     assert out.startswith(f"FAIL seed {exc.seed}: {exc.what}\n")
+    assert f"trace hash: {exc.digest}\n" in out  # the same run, event for event
