@@ -19,6 +19,9 @@ returns. A failed write or sync poisons the WAL:
 every later call raises ``WALError``, since after a failed fsync nothing about the file can be
 trusted (the member must stop).
 
+All file operations go through a ``raft.disk.Disk`` (the real disk by default; the simulator's
+in ``tests/sim``).
+
 Recovery (``WAL.open``): a record cut short at the end of the last segment, or one whose unwritten
 sectors are still zero, with no intact record after it, is a torn write from a crash and is
 truncated away (it was never acknowledged). Any other damage (a bad CRC in written data, an intact
@@ -29,7 +32,6 @@ with a ``StartupError`` naming the file and offset: nothing is dropped silently.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import struct
 import time
@@ -42,6 +44,7 @@ from typing import Any, Protocol
 import msgpack
 
 from raft import failpoints
+from raft.disk import OS_DISK, Disk
 from raft.errors import StartupError
 from raft.stats import Histogram
 
@@ -94,17 +97,22 @@ def _frame(payload: Sequence[Any]) -> bytes:
     return _FRAME.pack(len(body), zlib.crc32(body)) + body
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _segments(disk: Disk, directory: Path) -> list[Path]:
+    return sorted(directory / n for n in disk.listdir(directory) if _NAME.match(n))
 
 
 class WAL:
-    def __init__(self, directory: Path, member_id: int, cluster_id: int, segments: list[Path], next_index: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        member_id: int,
+        cluster_id: int,
+        segments: list[Path],
+        next_index: int,
+        disk: Disk = OS_DISK,
+    ) -> None:
         self.dir = directory
+        self.disk = disk
         self.member_id = member_id
         self.cluster_id = cluster_id
         self.segments = segments  # oldest first; the last is open for appending
@@ -118,22 +126,22 @@ class WAL:
     # ---- opening ----
 
     @staticmethod
-    def exists(directory: Path) -> bool:
-        return directory.is_dir() and any(_NAME.match(p.name) for p in directory.iterdir())
+    def exists(directory: Path, disk: Disk = OS_DISK) -> bool:
+        return disk.is_dir(directory) and any(_NAME.match(n) for n in disk.listdir(directory))
 
     @staticmethod
-    def read_identity(directory: Path) -> tuple[int, int] | None:
+    def read_identity(directory: Path, disk: Disk = OS_DISK) -> tuple[int, int] | None:
         """(member id, cluster id) the log in directory belongs to, from its first record; None if
         there is no log (a torn or corrupt first record is left for ``open`` to report)."""
-        if not WAL.exists(directory):
+        if not WAL.exists(directory, disk):
             return None
-        first = sorted(p for p in directory.iterdir() if _NAME.match(p.name))[0]
-        with open(first, "rb") as f:
-            head = f.read(_FRAME.size)
-            if len(head) < _FRAME.size:
-                return None
-            length, crc = _FRAME.unpack(head)
-            body = f.read(length)
+        first = _segments(disk, directory)[0]
+        data = disk.read(first, 1 << 16)
+        head = data[: _FRAME.size]
+        if len(head) < _FRAME.size:
+            return None
+        length, crc = _FRAME.unpack(head)
+        body = data[_FRAME.size : _FRAME.size + length]
         if len(body) != length or zlib.crc32(body) != crc:
             return None
         try:
@@ -143,19 +151,22 @@ class WAL:
         return (member_id, cluster_id) if kind == METADATA else None
 
     @classmethod
-    def create(cls, directory: Path, member_id: int, cluster_id: int) -> WAL:
-        directory.mkdir(parents=True, exist_ok=True)
-        if cls.exists(directory):
+    def create(cls, directory: Path, member_id: int, cluster_id: int, disk: Disk = OS_DISK) -> WAL:
+        disk.mkdir(directory)
+        if cls.exists(directory, disk):
             raise StartupError(f"WAL directory {directory} already holds a log")
-        wal = cls(directory, member_id, cluster_id, [], 1)
+        wal = cls(directory, member_id, cluster_id, [], 1, disk)
         wal._start_segment(1)
         return wal
 
     @classmethod
     def open(
-        cls, directory: Path, entry_factory: Callable[[int, int, int, bytes], Any] = WalEntry
+        cls,
+        directory: Path,
+        entry_factory: Callable[[int, int, int, bytes], Any] = WalEntry,
+        disk: Disk = OS_DISK,
     ) -> tuple[WAL, WalState]:
-        names = sorted(p for p in directory.iterdir() if _NAME.match(p.name))
+        names = _segments(disk, directory)
         if not names:
             raise StartupError(f"WAL directory {directory} holds no segments")
         state = WalState()
@@ -163,7 +174,7 @@ class WAL:
         last_index = 0
         for n, path in enumerate(names):
             last = n == len(names) - 1
-            data = path.read_bytes()
+            data = disk.read(path)
             pos = 0
             while pos < len(data):
                 problem = None
@@ -172,7 +183,11 @@ class WAL:
                 else:
                     length, crc = _FRAME.unpack_from(data, pos)
                     end = pos + _FRAME.size + length
-                    if end > len(data):
+                    if length == 0:
+                        # every record has a body; an all-zero header (length 0, CRC 0, which is the
+                        # CRC of nothing) is a sector the disk never wrote, not an empty record
+                        problem = "zero-length record"
+                    elif end > len(data):
                         problem = f"record of {length} bytes cut short"
                     else:
                         body = data[pos + _FRAME.size : end]
@@ -187,7 +202,7 @@ class WAL:
                             "repairing torn WAL tail",
                             extra={"file": str(path), "offset": pos, "dropped_bytes": len(data) - pos, "why": problem},
                         )
-                        _truncate(path, pos)
+                        disk.truncate(path, pos)
                         break
                     raise StartupError(
                         f"WAL file {path} is corrupt at offset {pos} ({problem}); refusing to start. "
@@ -234,15 +249,25 @@ class WAL:
                 f"WAL in {directory} starts at entry {entries[0].index} but its snapshot mark is "
                 f"{state.snapshot_index}: entries are missing; refusing to start"
             )
-        wal = cls(directory, state.member_id, state.cluster_id, names, last_index + 1)
+        wal = cls(directory, state.member_id, state.cluster_id, names, last_index + 1, disk)
         wal._hard_state = (state.term, state.vote, state.commit)
         wal._open_last()
         return wal, state
 
     def _open_last(self) -> None:
         path = self.segments[-1]
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        self._size = os.fstat(self._fd).st_size
+        self._fd = self.disk.open_append(path)
+        self._size = self.disk.size(self._fd)
+        # What was read may be only in the OS's cache: written by a process that died before its
+        # fdatasync returned (or whose fdatasync failed). The member is about to act on it (apply the
+        # committed part to a backend that syncs on its own), so it must be durable first, or a power
+        # failure could leave the backend ahead of the log. Found by the simulator (seed 239).
+        try:
+            self.disk.fdatasync(self._fd)
+            self.disk.fsync_dir(self.dir)
+        except OSError as exc:
+            self._poisoned = exc
+            raise WALError(f"cannot make WAL {path} durable on opening it: {exc}") from exc
 
     def _start_segment(self, first_index: int) -> None:
         seq = 0
@@ -251,16 +276,17 @@ class WAL:
             assert m is not None
             seq = int(m.group(1), 16) + 1
         path = self.dir / f"{seq:016x}-{first_index:016x}.wal"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        disk = self.disk
+        fd = disk.create(path)
         head = _frame((METADATA, self.member_id, self.cluster_id))
         term, vote, commit = self._hard_state
         if term or vote or commit:
             head += _frame((HARD_STATE, term, vote, commit))
-        os.write(fd, head)
-        os.fdatasync(fd)
-        _fsync_dir(self.dir)
+        self._write_all(fd, head)
+        disk.fdatasync(fd)
+        disk.fsync_dir(self.dir)
         if self._fd >= 0:
-            os.close(self._fd)
+            disk.close(self._fd)
         self._fd = fd
         self._size = len(head)
         self.segments.append(path)
@@ -290,12 +316,10 @@ class WAL:
             failpoints.hit("beforeWALSave")
             if self._size + len(buf) > SEGMENT_BYTES and self._size > 0 and entries:
                 self._start_segment(entries[0].index)
-            written = os.write(self._fd, buf)
-            while written < len(buf):  # a short write: keep going, ENOSPC will surface as OSError
-                written += os.write(self._fd, buf[written:])
+            self._write_all(self._fd, buf)
             if sync or entries:
                 started = time.perf_counter()
-                os.fdatasync(self._fd)
+                self.disk.fdatasync(self._fd)
                 if self.fsync_seconds is not None:
                     self.fsync_seconds.observe(time.perf_counter() - started)
             failpoints.hit("afterWALSave")
@@ -318,9 +342,11 @@ class WAL:
     ) -> None:
         """Records that entries up to index are covered by a snapshot (durable on return)."""
         body = _frame((SNAPSHOT, index, term, list(voters), list(learners), replaces_log))
+        if self._poisoned is not None:
+            raise WALError(f"WAL in {self.dir} failed earlier and cannot be written: {self._poisoned}")
         try:
-            os.write(self._fd, body)
-            os.fdatasync(self._fd)
+            self._write_all(self._fd, body)
+            self.disk.fdatasync(self._fd)
         except OSError as exc:
             self._poisoned = exc
             raise WALError(f"cannot persist to WAL {self.segments[-1]}: {exc}") from exc
@@ -336,15 +362,20 @@ class WAL:
                 keep_from = i - 1
                 break
         for path in self.segments[:keep_from]:
-            path.unlink()
+            self.disk.unlink(path)
         if keep_from:
             self.segments = self.segments[keep_from:]
-            _fsync_dir(self.dir)
+            self.disk.fsync_dir(self.dir)
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            self.disk.close(self._fd)
             self._fd = -1
+
+    def _write_all(self, fd: int, buf: bytes) -> None:
+        written = self.disk.write(fd, buf)
+        while written < len(buf):  # a short write: keep going, ENOSPC will surface as OSError
+            written += self.disk.write(fd, buf[written:])
 
 
 SECTOR = 512
@@ -374,12 +405,3 @@ def _valid_record_after(data: bytes, pos: int) -> bool:
         if length > 0 and stop <= end and zlib.crc32(data[start + _FRAME.size : stop]) == crc:
             return True
     return False
-
-
-def _truncate(path: Path, size: int) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.ftruncate(fd, size)
-        os.fsync(fd)
-    finally:
-        os.close(fd)

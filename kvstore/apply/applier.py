@@ -113,6 +113,14 @@ class Applier:
         self.alarms = AlarmStore(backend)
         self.applied_index, self.applied_term = backend.consistent_index()
 
+    def reload(self) -> None:
+        """Reads membership, alarms and the applied index again (the store was restored in place from
+        a snapshot; the store, the lessor and auth were reloaded first)."""
+        backend = self.store.backend
+        self.membership = Membership(backend)
+        self.alarms = AlarmStore(backend)
+        self.applied_index, self.applied_term = backend.consistent_index()
+
     def apply_conf_change(
         self, index: int, term: int, kind: str, member_id: int, ctx: ChangeContext, known: MemberInfo | None
     ) -> tuple[bool, ConfChangeResult | None]:

@@ -97,8 +97,9 @@ class Backend:
         return copied
 
     def replace_file(self, new_file: Path) -> None:
-        """Replaces the database file by new_file (a compacted copy of it) and reopens the environment in
-        place: the same Backend object, new handles. Nobody may use the environment meanwhile."""
+        """Replaces the database file by new_file (a compacted copy of it, or a snapshot from the leader)
+        and reopens the environment in place: the same Backend object, new handles. Nobody may use the
+        environment meanwhile."""
         self.env.sync(True)
         self.env.close()
         (self.path / "lock.mdb").unlink(missing_ok=True)

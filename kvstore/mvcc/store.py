@@ -10,6 +10,10 @@ Compaction happens in two steps, as in etcd: at apply time the index forgets his
 below the revision (reads there fail with ``CompactedError`` at once), then ``CompactionJob`` removes
 the stored revisions in bounded batches, in separate transactions, so a large compaction never
 stalls the server. An interrupted job is finished when the store next opens.
+
+A snapshot from the leader is installed in place (etcd's ``kv.Restore``): the backend swaps its
+file, then ``restore`` rebuilds the index from it; the ``KVStore`` object stays, and its
+``generation`` tells holders of an older ``CompactionJob`` that the job no longer applies.
 """
 
 from __future__ import annotations
@@ -74,6 +78,17 @@ class KVStore:
         self.current_rev = 1  # an empty store is at revision 1, as etcd's is
         self.compact_main_rev = -1
         self.pending_compactions: list[CompactionJob] = []
+        self.generation = 0  # bumped by every restore
+        self._restore()
+
+    def restore(self) -> None:
+        """Starts over from the backend's current contents (a snapshot was installed under it); the
+        lessor must have been reloaded first, as this re-attaches every leased key to it."""
+        self.index = TreeIndex()
+        self.current_rev = 1
+        self.compact_main_rev = -1
+        self.pending_compactions = []
+        self.generation += 1
         self._restore()
 
     # ---- opening ----

@@ -31,8 +31,11 @@ class Call(Protocol):
 
 
 class MemberView(Protocol):
-    auth: AuthStore
-    applied_index: int
+    @property
+    def auth(self) -> AuthStore: ...
+
+    @property
+    def applied_index(self) -> int: ...
 
     def wait_applied(self, index: int) -> Awaitable[None]: ...
 

@@ -12,6 +12,13 @@ Membership changes go through the log as conf changes (``configure``), one at a 
 validates each one and its result resolves the proposer's waiter. After every applied change the
 log is told who the peers are and which ids were removed.
 
+A snapshot from the leader is installed in place, as etcd's ``kv.Restore`` does: the backend swaps
+its file and the lessor, auth, store, applier and watch hub reload from it; every object stays
+the same, so whoever holds one (services, the simulator) keeps a valid reference.
+
+Time, randomness and blocking calls go through the ``raft.runtime.Runtime`` the member is given
+(the real one by default), so the simulator can run a whole member deterministically.
+
 Operations beyond the data path: the backend quota (``check_quota`` raises NOSPACE through the
 log), alarms (``alarm``), defragmentation (``defragment``: applying pauses while the backend file
 is rewritten compactly, Raft goes on), auto-compaction (``kvstore.compactor``) and the periodic
@@ -31,6 +38,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import lmdb
 import msgpack
@@ -70,6 +78,7 @@ from proto.etcdserverpb import rpc_pb2 as pb
 from raft import errors as log_errors
 from raft import unsafe
 from raft.api import CommittedEntry, ReplicatedLog
+from raft.runtime import REAL, Runtime
 from raft.stats import FSYNC_BUCKETS, Histogram
 
 log = logging.getLogger("raftkv.member")
@@ -100,22 +109,32 @@ class Member:
         replicated_log: ReplicatedLog,
         backend: Backend,
         known_members: dict[int, MemberInfo] | None = None,
+        runtime: Runtime = REAL,
     ) -> None:
         """known_members: who the initial members are (--initial-cluster, or what a joining member was
         told by its peers), for the first log entries that carry no member record."""
         self.cfg = cfg
         self.member_id = replicated_log.member_id
         self.cluster_id = replicated_log.cluster_id
+        self.runtime = runtime
+        self.clock = runtime.clock
+        self._executor = runtime.executor("backend", 2)
         # the lessor first: the store re-attaches every leased key to it when it opens
-        self.lessor = Lessor(backend, min_ttl=min_lease_ttl(cfg.heartbeat_interval_ms, cfg.election_timeout_ms))
-        self.watch_hub: WatchHub | None = None
+        self.lessor = Lessor(
+            backend,
+            min_ttl=min_lease_ttl(cfg.heartbeat_interval_ms, cfg.election_timeout_ms),
+            clock=self.clock.monotonic,
+        )
         self.mvcc_stats = MvccStats()  # counted across every store this member opens
         self.proposals_failed = 0  # etcd_server_proposals_failed_total
         self.backend_commit = Histogram(FSYNC_BUCKETS)  # the periodic backend sync (etcd: backend commit)
         self.auth = AuthStore(backend, token_provider(cfg.auth_token, cfg.auth_token_ttl))
         self.passwords = Passwords(cfg.bcrypt_cost)
         self.credentials = Credentials(self, cfg.client_tls.client_cert_auth)
-        self._open_state(backend)
+        self.backend = backend
+        self.store = KVStore(backend, leases=self.lessor, stats=self.mvcc_stats)
+        self.watch_hub = WatchHub(self.store, clock=self.clock.monotonic, rng=runtime.random("watch"))
+        self.applier = Applier(self.store, leases=self.lessor, on_changes=self.watch_hub.notify, auth=self.auth)
         self.log = replicated_log
         self.lease_runner = LeaseRunner(
             self, self.lessor, election_timeout=cfg.election_timeout_ms / 1000, request_timeout=cfg.request_timeout_s
@@ -128,12 +147,13 @@ class Member:
         self.published = asyncio.Event()  # set once this member's attributes are in the applied log
         # request ids as etcd makes them: the low 16 bits of the member id on top, then a counter
         # started from the clock (so sizes, and the request-size limit, match etcd's to the byte)
-        self._ids = itertools.count(((self.member_id & 0xFFFF) << 48) | ((int(time.time() * 1000) & (2**40 - 1)) << 8))
-        self._waiters: dict[int, tuple[asyncio.Future, float]] = {}
-        self._applied_waiters: list[tuple[int, int, asyncio.Future]] = []  # heap of (index, seq, future)
+        started_ms = int(self.clock.wall() * 1000)
+        self._ids = itertools.count(((self.member_id & 0xFFFF) << 48) | ((started_ms & (2**40 - 1)) << 8))
+        self._waiters: dict[int, tuple[asyncio.Future[Any], float]] = {}
+        self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (index, seq, future)
         self._seq = itertools.count()
         self._compaction_wakeup = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._timeout = cfg.request_timeout_s
         self._conf_lock = asyncio.Lock()  # one membership change at a time through this member
         self._defrag_lock = asyncio.Lock()
@@ -146,17 +166,6 @@ class Member:
             self,
             revision_interval=cfg.revision_compaction_interval_s,
         )
-
-    def _open_state(self, backend: Backend) -> None:
-        """Opens the store over backend with its applier, lessor and watch hooks (at start, and after
-        a snapshot from the leader replaced the backend)."""
-        self.backend = backend
-        self.store = KVStore(backend, leases=self.lessor, stats=self.mvcc_stats)
-        if self.watch_hub is None:
-            self.watch_hub = WatchHub(self.store)
-        else:
-            self.watch_hub.reset(self.store)  # watchers catch up from the new store, or are canceled if compacted
-        self.applier = Applier(self.store, leases=self.lessor, on_changes=self.watch_hub.notify, auth=self.auth)
 
     @property
     def applied_index(self) -> int:
@@ -175,7 +184,7 @@ class Member:
         if membership.members:
             self._sync_peers()  # the membership the log applied, not the flags of the first start
         if hasattr(self.log, "on_request"):  # a log that carries requests between members (raft.node)
-            self.log.on_request = lambda peer, body: peer_requests.handle(self, peer, body)  # type: ignore[attr-defined]
+            self.log.on_request = lambda peer, body: peer_requests.handle(self, peer, body)
         await self.log.start(self)
         self.watch_hub.start()
         loop = asyncio.get_running_loop()
@@ -202,6 +211,7 @@ class Member:
                 await task
         await self.log.stop()
         await self.watch_hub.stop()
+        self._executor.shutdown()
         self.passwords.close()
         self.backend.close()
 
@@ -290,16 +300,17 @@ class Member:
         return out / "data.mdb"
 
     def install_snapshot(self, path: Path) -> None:
-        """Replaces the backend by a snapshot received from the leader and reloads everything from it."""
+        """Replaces the backend's contents by a snapshot received from the leader and reloads every
+        part from it, in place (etcd's kv.Restore): the objects stay, their state is the snapshot's."""
+        seen = self.store.current_rev
+        backend = self.backend
         with self._backend_lock.exclusive():
-            db_dir = self.backend.path
-            self.backend.close()
-            (db_dir / "lock.mdb").unlink(missing_ok=True)
-            os.replace(path, db_dir / "data.mdb")
-            backend = Backend(db_dir)
+            backend.replace_file(path)
         self.lessor.reload(backend)  # before the store, which re-attaches the leased keys
         self.auth.reload(backend)
-        self._open_state(backend)
+        self.store.restore()
+        self.applier.reload()
+        self.watch_hub.reset(self.store, seen)  # watchers catch up from the snapshot, or are canceled if compacted
         self.quota.invalidate()
         if self.applier.membership.members:
             self._sync_peers()  # the snapshot's membership may differ from what this member knew
@@ -336,7 +347,7 @@ class Member:
             raise RequestTooLarge()
         data = encode_request(op, request_id, body, auth)
         fut = asyncio.get_running_loop().create_future()
-        self._waiters[request_id] = (fut, time.monotonic() + self._timeout)
+        self._waiters[request_id] = (fut, self.clock.monotonic() + self._timeout)
         try:
             try:
                 self.log.propose(data)
@@ -360,7 +371,7 @@ class Member:
         """
         async with self._conf_lock:
             loop = asyncio.get_running_loop()
-            deadline = time.monotonic() + self._timeout
+            deadline = self.clock.monotonic() + self._timeout
             request_id = next(self._ids)
             fut = loop.create_future()
             self._waiters[request_id] = (fut, deadline)
@@ -368,10 +379,10 @@ class Member:
                 data = ChangeContext(request_id, ctx.name, ctx.peer_urls, ctx.learner, ctx.promote).encode()
                 while True:
                     try:
-                        self.log.propose_conf_change(kind, member_id, data)  # type: ignore[attr-defined]
+                        self.log.propose_conf_change(kind, member_id, data)
                         break
                     except log_errors.ConfChangePendingError:
-                        if time.monotonic() + CONF_CHANGE_RETRY >= deadline:
+                        if self.clock.monotonic() + CONF_CHANGE_RETRY >= deadline:
                             raise Timeout() from None
                         await asyncio.sleep(CONF_CHANGE_RETRY)
                     except log_errors.LogError as exc:
@@ -408,7 +419,7 @@ class Member:
     async def _expire_waiters(self) -> None:
         while True:
             await asyncio.sleep(0.25)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             expired = [rid for rid, (_, deadline) in self._waiters.items() if deadline <= now]
             for rid in expired:
                 fut = self._waiters.pop(rid)[0]
@@ -428,28 +439,28 @@ class Member:
         while True:
             await self._compaction_wakeup.wait()
             self._compaction_wakeup.clear()
-            # self.store is read afresh: a snapshot from the leader may replace it between steps (its
-            # own interrupted compaction then resumes from the new store's scheduled revision)
-            while self.store.pending_compactions:
+            # a snapshot from the leader may restore the store between steps (its own interrupted
+            # compaction then resumes from the snapshot's scheduled revision): the generation tells
+            store = self.store
+            while store.pending_compactions:
                 await self._writes_allowed.wait()
-                store = self.store
+                generation = store.generation
                 job = store.pending_compactions[0]
-                while store is self.store and not store.compaction_step(job):
+                while store.generation == generation and not store.compaction_step(job):
                     await asyncio.sleep(0)  # let requests through between batches
                     await self._writes_allowed.wait()  # (not while the backend file is replaced)
-                if store is self.store:
+                if store.generation == generation:
                     store.pending_compactions.pop(0)
-                for fut in job.waiters:  # (when replaced, the new store carries the compaction on)
+                for fut in job.waiters:  # (when restored, the snapshot carries the compaction on)
                     if not fut.done():
                         fut.set_result(None)
                 log.info("compaction finished", extra={"revision": job.rev})
 
     async def _sync_backend(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(0.1)
             started = time.perf_counter()
-            await loop.run_in_executor(None, self.sync)
+            await self._executor.run(self.sync)
             self.backend_commit.observe(time.perf_counter() - started)
 
     # ---- leadership, as the leader-side duties see it ----
@@ -477,7 +488,9 @@ class Member:
         raise NoSpace()
 
     async def raise_alarm(self, member_id: int, alarm: int) -> pb.AlarmResponse:
-        return await self.alarm(pb.AlarmRequest(action=pb.AlarmRequest.ACTIVATE, memberID=member_id, alarm=alarm))
+        return await self.alarm(
+            pb.AlarmRequest(action=pb.AlarmRequest.ACTIVATE, memberID=member_id, alarm=cast("pb.AlarmType", alarm))
+        )
 
     async def alarm(self, request: pb.AlarmRequest) -> pb.AlarmResponse:
         """Maintenance.Alarm: every action goes through the log, as in etcd."""
@@ -493,38 +506,38 @@ class Member:
         (UNKNOWN) when the copy fails, a full disk for one, leaving the backend as it was.
         """
         async with self._defrag_lock:
-            loop = asyncio.get_running_loop()
             pause = getattr(self.log, "apply_paused", None)
             async with pause() if pause is not None else contextlib.nullcontext():
                 self._writes_allowed.clear()
                 try:
-                    return await self._defragment(loop)
+                    return await self._defragment()
                 finally:
                     self._writes_allowed.set()
 
-    async def _defragment(self, loop: asyncio.AbstractEventLoop) -> tuple[int, int]:
+    async def _defragment(self) -> tuple[int, int]:
         backend = self.backend
         before = backend.size()
         # named like the snapshots' copies so a crash leaves nothing behind (the raft snap dir is cleaned)
         work = self.snapshot_dir() / f"outgoing-defrag-{os.getpid()}-{next(self._snapshot_seq)}"
         lock = self._backend_lock
-        started = time.monotonic()
+        started = self.clock.monotonic()
+        generation = self.store.generation  # a snapshot installed from here on makes the copy stale
 
         def copy() -> Path:
             with lock.shared():
                 return backend.copy_compacted(work)
 
         try:
-            copied = await loop.run_in_executor(None, copy)
+            copied = await self._executor.run(copy)
         except (lmdb.Error, OSError) as exc:
             shutil.rmtree(work, ignore_errors=True)
             log.warning("failed to defragment", extra={"error": str(exc)})
             raise EtcdError(f"raftkv: defragment failed: {exc}") from None
         try:
-            await loop.run_in_executor(None, lock.acquire_exclusive)
+            await self._executor.run(lock.acquire_exclusive)
             try:
-                if self.backend is not backend:  # a snapshot from the leader replaced it meanwhile
-                    return before, self.backend.size()
+                if self.store.generation != generation:  # a snapshot from the leader replaced it meanwhile
+                    return before, backend.size()
                 backend.replace_file(copied)
                 self.quota.invalidate()
             finally:
@@ -538,7 +551,7 @@ class Member:
                 "db_size_before": before,
                 "db_size_after": after,
                 "db_size_in_use": backend.size_in_use(),
-                "seconds": round(time.monotonic() - started, 3),
+                "seconds": round(self.clock.monotonic() - started, 3),
             },
         )
         return before, after

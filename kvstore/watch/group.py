@@ -12,7 +12,9 @@ The index is static and rebuilt lazily, only when a distinct interval came or we
 last query; adding a watcher to an interval that already exists costs nothing.
 
 Every watcher is in exactly one set (its key's, or its interval's), so the sets a query returns
-never share a watcher.
+never share a watcher. The "sets" are insertion-ordered dicts (watcher -> None): events reach
+watchers in the order they were added, whatever their ids hash to, so a run replays exactly
+(the deterministic simulator relies on it).
 """
 
 from __future__ import annotations
@@ -36,12 +38,12 @@ class IntervalIndex:
 
     __slots__ = ("_ends", "_max_end", "_sets", "_starts")
 
-    def __init__(self, intervals: dict[Interval, set]) -> None:
+    def __init__(self, intervals: dict[Interval, dict]) -> None:
         items = sorted(intervals.items(), key=lambda kv: kv[0])
         self._starts: list[bytes] = [iv[0] for iv, _ in items]
         # None stands for an unbounded end in _ends and _max_end
         self._ends: list[bytes | None] = [iv[1] or None for iv, _ in items]
-        self._sets: list[set] = [s for _, s in items]
+        self._sets: list[dict] = [s for _, s in items]
         self._max_end: list[bytes | None] = [b""] * len(items)
         if items:
             self._build(0, len(items))
@@ -61,7 +63,7 @@ class IntervalIndex:
         self._max_end[mid] = best
         return best
 
-    def stab(self, key: bytes, out: list[set]) -> None:
+    def stab(self, key: bytes, out: list[dict]) -> None:
         """Appends to out the watcher set of every interval containing key."""
         starts, ends, max_end, sets = self._starts, self._ends, self._max_end, self._sets
         n = len(starts)
@@ -97,8 +99,8 @@ class WatcherGroup:
     __slots__ = ("_index", "_ranges", "keys", "size")
 
     def __init__(self) -> None:
-        self.keys: dict[bytes, set] = {}
-        self._ranges: dict[Interval, set] = {}
+        self.keys: dict[bytes, dict] = {}
+        self._ranges: dict[Interval, dict] = {}
         self._index: IntervalIndex | None = None
         self.size = 0
 
@@ -118,14 +120,14 @@ class WatcherGroup:
         if w.end is None:
             s = self.keys.get(w.key)
             if s is None:
-                self.keys[w.key] = s = set()
+                self.keys[w.key] = s = {}
         else:
             iv = (w.key, w.end)
             s = self._ranges.get(iv)
             if s is None:
-                self._ranges[iv] = s = set()
+                self._ranges[iv] = s = {}
                 self._index = None
-        s.add(w)
+        s[w] = None
         self.size += 1
 
     def discard(self, w: Watched) -> bool:
@@ -134,7 +136,7 @@ class WatcherGroup:
             s = self.keys.get(w.key)
             if s is None or w not in s:
                 return False
-            s.remove(w)
+            del s[w]
             if not s:
                 del self.keys[w.key]
         else:
@@ -142,16 +144,16 @@ class WatcherGroup:
             s = self._ranges.get(iv)
             if s is None or w not in s:
                 return False
-            s.remove(w)
+            del s[w]
             if not s:
                 del self._ranges[iv]
                 self._index = None
         self.size -= 1
         return True
 
-    def match(self, key: bytes) -> list[set]:
+    def match(self, key: bytes) -> list[dict]:
         """The sets of watchers that watch key (disjoint; possibly empty list)."""
-        out: list[set] = []
+        out: list[dict] = []
         s = self.keys.get(key)
         if s is not None:
             out.append(s)
@@ -168,7 +170,7 @@ class WatcherGroup:
             return True
         if not self._ranges:
             return False
-        out: list[set] = []
+        out: list[dict] = []
         index = self._index
         if index is None:
             index = self._index = IntervalIndex(self._ranges)

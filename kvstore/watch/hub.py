@@ -25,12 +25,16 @@ wants it and every other watcher reuses it (the prev_kv variant likewise, its pr
 once). Each watcher's ``WatchResponse`` still serializes its own copy (upb copies a message added
 to a repeated field), as every response carries its own watch id.
 
-Snapshot install: ``reset(new_store)`` points the hub at the new store and moves every synced
-watcher to unsynced at the revision after the last one it was notified of (the old store's
-current revision + 1); the catch-up then reads whatever the snapshot added from the new store's
-backend, and cancels with compact_revision those whose next revision the snapshot compacted away.
-Victims keep their response and unsynced watchers their position. Call it right after opening
-the new store, before anything is applied to it.
+Snapshot install: ``reset(store, seen)`` points the hub at the store (the same one, restored in
+place, or a new one) and moves every synced watcher to unsynced at the revision after the last
+one it was notified of (``seen``, by default the previous store's current revision, + 1); the
+catch-up then reads whatever the snapshot added from the store's backend, and cancels with
+compact_revision those whose next revision the snapshot compacted away. Victims keep their
+response and unsynced watchers their position. Call it right after the store is restored,
+before anything is applied to it.
+
+Time and randomness come from the member (``clock``, ``rng``), so a simulated member is
+deterministic.
 
 Ownership: the hub is the one writer of watcher state: each watcher's group, next revision, held
 response and quiet flag, and per stream (``StreamWatchers``) its victims, how many of its watchers
@@ -53,6 +57,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable
 
 from kvstore.mvcc.store import KVStore
 from kvstore.watch.group import WatcherGroup
@@ -142,8 +147,11 @@ class WatchHub:
         max_watchers_per_step: int = MAX_WATCHERS_PER_STEP,
         queue_limit: int = QUEUE_LIMIT,
         stream_memory_limit: int = STREAM_MEMORY_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         self.store = store
+        self._clock = clock
         if progress_interval is None:
             progress_interval = progress_interval_from_env()
         self.progress_interval = max(progress_interval, MIN_PROGRESS_INTERVAL)
@@ -158,7 +166,7 @@ class WatchHub:
         self._kicked: dict[Outbox, None] = {}  # streams with victims and room again
         self._work = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._rng = random.Random()
+        self._rng = rng if rng is not None else random.Random()
 
     # ---- lifecycle ----
 
@@ -182,9 +190,10 @@ class WatchHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def reset(self, store: KVStore) -> None:
+    def reset(self, store: KVStore, seen: int | None = None) -> None:
         """Switches to store (a snapshot was installed); see the module docstring."""
-        seen = self.store.current_rev
+        if seen is None:
+            seen = self.store.current_rev
         self.store = store
         moved = list(self.synced)
         self.synced = WatcherGroup()
@@ -202,7 +211,7 @@ class WatchHub:
 
     def new_stream(self) -> WatchStream:
         stream = WatchStream(self, self.queue_limit, self.stream_memory_limit)
-        self.streams[stream] = StreamWatchers(self._next_progress(time.monotonic()))
+        self.streams[stream] = StreamWatchers(self._next_progress(self._clock()))
         return stream
 
     def stream_state(self, stream: Outbox) -> StreamWatchers:
@@ -506,7 +515,7 @@ class WatchHub:
 
     async def _progress_loop(self) -> None:
         while True:
-            now = time.monotonic()
+            now = self._clock()
             wake = now + self.progress_interval
             for stream, record in list(self.streams.items()):
                 due = record.progress_due

@@ -780,6 +780,11 @@ class Raft:
                 raise ProposalDroppedError(f"no leader at term {self.term}")
             if self.disable_proposal_forwarding:
                 raise ProposalDroppedError("proposal forwarding is disabled")
+            if m.frm != self.id:
+                # forwarded to us by a follower that thought we lead: dropped, not forwarded again. A
+                # peer may only send messages from itself (the transport refuses, and resets, a
+                # connection that carries one "from" another member), and the proposer retries.
+                return
             self.send(Message(_PROP, to=self.lead, frm=m.frm, entries=m.entries))
         elif t == _SNAP:
             self.election_elapsed = 0
@@ -794,6 +799,8 @@ class Raft:
         elif t == _READ_INDEX:
             if self.lead == NONE:
                 raise ProposalDroppedError(f"no leader at term {self.term}")
+            if m.frm != self.id:
+                return  # a peer's read request forwarded to us: dropped, as a forwarded proposal is
             self.send(Message(_READ_INDEX, to=self.lead, frm=m.frm, context=m.context))
         elif t == _READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))

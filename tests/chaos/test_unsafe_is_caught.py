@@ -7,7 +7,7 @@ that shows the flaw must have happened (the stale value read, the acknowledged w
 against the safe build the same script must be valid.
 
 The server flaws are ``RAFTKV_UNSAFE`` modes (raft/unsafe.py), honoured in
-``kvstore/server/member.py`` and ``raft/node.py`` (chaos/README.md, "Unsafe modes"). The lock's
+``kvstore/server/member.py`` and ``raft/node/ready.py`` (chaos/README.md, "Unsafe modes"). The lock's
 flaw is the client's: a lease-based lock used without fencing.
 """
 
@@ -32,7 +32,7 @@ SERVER_FLAWS = [("stale-read", "stale-reads", "stale"), ("lost-ack", "ack-before
 
 def patched() -> bool:
     member = (REPO / "kvstore" / "server" / "member.py").read_text()
-    node = (REPO / "raft" / "node.py").read_text()
+    node = (REPO / "raft" / "node" / "ready.py").read_text()
     return "unsafe.STALE_READS" in member and "unsafe.ACK_BEFORE_FSYNC" in node
 
 

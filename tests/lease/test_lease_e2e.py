@@ -1,9 +1,5 @@
 """Leases on a real single member, raftkv and etcd 3.4.23 side by side (etcd is the oracle).
 
-NEEDS THE WIRING (Lease service registered, applier dispatch, member hooks): until then every
-raftkv case skips itself (the Lease service answers UNIMPLEMENTED). ``lock`` and ``elect`` also
-need the Watch service and skip on raftkv while it is missing.
-
 - etcdctl ``lease grant``, ``put --lease``, ``lease timetolive [--keys]``, ``lease keep-alive
   --once``, ``lease list``, ``lease revoke`` and their errors print exactly what etcd prints, after
   replacing lease ids (which each server picks) and the header fields of JSON output.

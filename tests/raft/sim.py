@@ -16,6 +16,9 @@ from that durable state. After every step the checkers assert:
 - Leader Completeness: every committed entry is in the log of every later leader.
 - State Machine Safety: every node applies a prefix of one global sequence (a hash chain).
 - ReadIndex: a read point is at least every index applied anywhere when the read was asked.
+The safety properties are checked by ``tests.raft.invariants`` (shared with the whole-member
+simulator in ``tests/sim``).
+
 - Liveness at the end: once everything heals, a leader is elected and a final proposal is
   applied by every node (and with it everything committed before) within a bounded time.
 
@@ -46,7 +49,6 @@ from raft.core import (
     ConfChange,
     ConfChangeType,
     Config,
-    Entry,
     EntryType,
     HardState,
     MemoryStorage,
@@ -57,9 +59,9 @@ from raft.core import (
     Ready,
     StateRole,
 )
-from raft.core.errors import CompactedError
 from raft.core.log import RaftLog
 from raft.core.raft import Raft
+from tests.raft.invariants import RaftInvariants
 
 TICK = 4  # simulation steps per Raft tick
 
@@ -149,10 +151,6 @@ class SimNode:
         return self.raw is not None
 
 
-def _chain(h: bytes, e: Entry) -> bytes:
-    return hashlib.blake2b(h + msgpack.packb([e.index, e.term, int(e.type), e.data]), digest_size=12).digest()
-
-
 # -- bug injection (to prove the checkers can fail) --------------------------------------------
 
 
@@ -208,14 +206,7 @@ class Sim:
         self.seq = 0
         self.group: dict[int, int] = dict.fromkeys(self.all_ids, 0)  # partition: same group can talk
         self.trace = hashlib.blake2b(digest_size=16)
-        # checker state
-        self.leaders: dict[int, int] = {}  # term -> leader id
-        self.committed_terms: dict[int, int] = {}  # index -> term of the committed entry
-        self.max_committed = 0
-        # (index, term) -> (type, data, previous entry's term)
-        self.log_entries: dict[tuple[int, int], tuple[int, bytes, int]] = {}
-        self.global_hash: dict[int, bytes] = {0: b""}
-        self.max_applied = 0
+        self.inv = RaftInvariants(self.fail)
         self.acked: dict[bytes, int] = {}  # proposal value -> index where it was applied
         self.proposed = 0
         self.pending_reads: dict[bytes, tuple[int, int]] = {}  # ctx -> (node id, min index)
@@ -226,6 +217,10 @@ class Sim:
                 self._start(n, bootstrap=True)
 
     # -- logging / failures -------------------------------------------------------------------
+
+    @property
+    def max_applied(self) -> int:
+        return self.inv.max_applied
 
     def log(self, msg: str) -> None:
         self.trace.update(msg.encode())
@@ -383,25 +378,17 @@ class Sim:
         assert raw is not None
         if rd.snapshot is not None:
             idx, h = msgpack.unpackb(rd.snapshot.data)
-            if self.global_hash.get(idx) != h:
+            if self.inv.state_at(idx) != h:
                 self.fail(f"n{n.id} installed a snapshot at {idx} whose state differs from the global one")
             if idx > n.sm_index:
                 n.sm_index, n.sm_hash = idx, h
                 self.count("snapshot_installed")
                 self.log(f"n{n.id} installed snapshot {idx}")
         for e in rd.committed_entries:
-            if e.index != n.sm_index + 1:
-                self.fail(f"n{n.id} applied entry {e.index} after {n.sm_index}")
-            n.sm_hash = _chain(n.sm_hash, e)
-            n.sm_index = e.index
-            g = self.global_hash.get(e.index)
-            if g is None:
-                self.global_hash[e.index] = n.sm_hash
-                self.max_applied = e.index
-                if e.data and e.type == EntryType.NORMAL:
-                    self.acked[e.data] = e.index
-            elif g != n.sm_hash:
-                self.fail(f"State Machine Safety: n{n.id} applied a different entry at index {e.index}")
+            first = self.inv.state_at(e.index) is None
+            n.sm_index, n.sm_hash = self.inv.observe_applied(n.id, n.sm_index, n.sm_hash, [e])
+            if first and e.data and e.type == EntryType.NORMAL:
+                self.acked[e.data] = e.index
             if e.type == EntryType.CONF_CHANGE:
                 raw.apply_conf_change(ConfChange.decode(e.data))
 
@@ -415,15 +402,7 @@ class Sim:
         prev_term = log.term_or_zero(rd.entries[0].index - 1)
         if rd.entries[0].index - 1 == 0:
             prev_term = 0
-        for e in rd.entries:
-            key = (e.index, e.term)
-            val = (int(e.type), e.data, prev_term)
-            got = self.log_entries.get(key)
-            if got is None:
-                self.log_entries[key] = val
-            elif got != val:
-                self.fail(f"Log Matching: n{n.id} has ({e.index}, term {e.term}) = {val}, another node {got}")
-            prev_term = e.term
+        self.inv.observe_entries(n.id, rd.entries, prev_term)
 
     def _check_read(self, n: SimNode, index: int, ctx: bytes) -> None:
         req = self.pending_reads.pop(ctx, None)
@@ -445,47 +424,9 @@ class Sim:
             if r.role != n.role:
                 self.log(f"n{n.id} becomes {r.role.name} term={r.term}")
                 n.role = r.role
-            if r.role == StateRole.LEADER:
-                other = self.leaders.get(r.term)
-                if other is None:
-                    self.leaders[r.term] = n.id
-                    self.count("leader_elected")
-                    self._check_leader_completeness(n)
-                elif other != n.id:
-                    self.fail(f"Election Safety: n{other} and n{n.id} are both leaders of term {r.term}")
-            log = r.raft_log
-            c = log.committed
-            if c > n.seen_commit:
-                lo = max(n.seen_commit + 1, log.first_index() - 1)
-                for i in range(lo, c + 1):
-                    t = log.term_or_zero(i)
-                    if t == 0:
-                        continue
-                    known = self.committed_terms.get(i)
-                    if known is None:
-                        self.committed_terms[i] = t
-                    elif known != t:
-                        self.fail(f"n{n.id} committed index {i} at term {t}, but term {known} was committed")
-                n.seen_commit = c
-                if c > self.max_committed:
-                    self.max_committed = c
-
-    def _check_leader_completeness(self, n: SimNode) -> None:
-        log = n.raw.raft.raft_log  # type: ignore[union-attr]
-        first = log.first_index()
-        last = log.last_index()
-        if last < self.max_committed:
-            self.fail(f"Leader Completeness: leader n{n.id} ends at {last} < committed {self.max_committed}")
-        for i in range(max(1, first - 1), self.max_committed + 1):
-            want = self.committed_terms.get(i)
-            if want is None:
-                continue
-            try:
-                got = log.term(i)
-            except CompactedError:
-                continue
-            if got != want:
-                self.fail(f"Leader Completeness: n{n.id} has term {got} at committed {i} (want {want})")
+            if self.inv.observe_role(n.id, r.role, r.term, r.raft_log):
+                self.count("leader_elected")
+            n.seen_commit = self.inv.observe_commit(n.id, r.raft_log, n.seen_commit)
 
     # -- random events ----------------------------------------------------------------------------------
 
@@ -533,7 +474,7 @@ class Sim:
                 n.raw.read_index(ctx)  # type: ignore[union-attr]
             except ProposalDroppedError:
                 return
-            self.pending_reads[ctx] = (n.id, self.max_applied)
+            self.pending_reads[ctx] = (n.id, self.inv.max_applied)
 
     def _conf_change(self, leaders: list[SimNode]) -> None:
         """Promote a learner, add a spare node as a learner, or remove a voter (maybe the leader)."""
@@ -644,7 +585,7 @@ class Sim:
         while self.now < deadline:
             self.step()
             if marker in self.acked:
-                target = self.max_applied
+                target = self.inv.max_applied
                 if all(n.sm_index >= target for n in self._members()):
                     break
             elif proposed_at < 0 or self.now - proposed_at > 20 * TICK:
@@ -657,11 +598,11 @@ class Sim:
             state = {i: (n.raw.role.name if n.raw else "down", n.sm_index) for i, n in self.nodes.items()}
             self.fail(
                 f"no progress {o.liveness_ticks} ticks after healing (final: {marker in self.acked},"
-                f" max applied {self.max_applied}, nodes {state})",
+                f" max applied {self.inv.max_applied}, nodes {state})",
                 LivenessViolation,
             )
         for n in self.nodes.values():
-            if self.global_hash.get(n.sm_index) != n.sm_hash:
+            if self.inv.state_at(n.sm_index) != n.sm_hash:
                 self.fail(f"State Machine Safety: n{n.id} ended with a different state at {n.sm_index}")
         low = min(n.sm_index for n in self._members())
         missing = [v for v, i in self.acked.items() if i > low]

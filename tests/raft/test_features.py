@@ -284,6 +284,24 @@ def test_proposal_forwarding_disabled():
         net.nodes[3].raw.propose(b"x")
 
 
+@pytest.mark.parametrize("kind", [MT.PROP, MT.READ_INDEX])
+def test_a_peers_request_reaching_a_follower_is_dropped_not_forwarded_as_from_that_peer(kind):
+    # found by the whole-member simulator: member 2 forwarded to its old leader 3 a proposal that 3,
+    # a follower by then, forwarded on to 2 (the new leader) still marked "from 2"; the peer
+    # transport refuses a message from one member carried by another, and resets the connection
+    r = new_raft(3, [1, 2, 3])
+    r.become_follower(2, 1)
+    r.read_messages()
+    if kind == MT.PROP:
+        r.step(Message(MT.PROP, frm=2, to=3, entries=[Entry(0, 0, EntryType.NORMAL, b"x")]))
+    else:
+        r.step(Message(MT.READ_INDEX, frm=2, to=3, context=b"ctx"))
+    assert r.read_messages() == []
+    local = Message(kind, frm=3, to=3, entries=[Entry(0, 0, EntryType.NORMAL, b"y")] if kind == MT.PROP else [])
+    r.step(local)
+    assert [(m.type, m.to, m.frm) for m in r.read_messages()] == [(kind, 1, 3)]
+
+
 def test_proposals_are_batched_into_one_msgapp_per_peer():
     net = Network([1, 2, 3])
     leader = elect(net, 1)

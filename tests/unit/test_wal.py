@@ -97,6 +97,23 @@ def test_zero_filled_tail_is_a_torn_write(tmp_path: Path) -> None:
     assert path.stat().st_size == len(data)
 
 
+@pytest.mark.parametrize("zeros", [8, 13, 512, 4096])
+def test_zero_sectors_after_the_last_record_are_a_torn_write(tmp_path: Path, zeros: int) -> None:
+    # found by the whole-member simulator (a power failure during a write: the tail's sectors read
+    # as zeros): an all-zero record header is length 0 with CRC 0, the CRC of an empty body, and
+    # was taken for an intact record that then failed to decode, so the member refused to start
+    w = WAL.create(tmp_path, 1, 1)
+    w.save(entries(1, 2))
+    w.close()
+    path = segment(tmp_path)
+    size = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(b"\x00" * zeros)
+    st = WAL.open(tmp_path)[1]
+    assert [e.index for e in st.entries] == [1, 2]
+    assert path.stat().st_size == size
+
+
 def test_corrupt_record_in_the_middle_refuses_to_start(tmp_path: Path) -> None:
     w = WAL.create(tmp_path, 1, 1)
     w.save(entries(1, 10), (1, 1, 10))

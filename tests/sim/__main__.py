@@ -1,0 +1,5 @@
+"""``python -m tests.sim``: run seeds of the whole-member simulation, or replay one."""
+
+from tests.sim.cli import main
+
+raise SystemExit(main())
