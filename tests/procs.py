@@ -175,7 +175,9 @@ class Process(MemberProcess):
         return self.stop(signal.SIGKILL)
 
 
-class RaftkvMember(Process):
+class _ServerMember(Process):
+    """A member of one of the two servers, with extra flags after the cluster's."""
+
     def __init__(
         self,
         name: str,
@@ -188,23 +190,13 @@ class RaftkvMember(Process):
         super().__init__(name, data_dir, port=port, env=env, tls=tls)
         self.extra = extra or []
 
+
+class RaftkvMember(_ServerMember):
     def command(self) -> list[str]:
         return [*RAFTKV, *self.flags(), *self.extra]
 
 
-class EtcdMember(Process):
-    def __init__(
-        self,
-        name: str,
-        data_dir: Path,
-        extra: list[str] | None = None,
-        port: int | None = None,
-        env: dict[str, str] | None = None,
-        tls: ClientTLS | None = None,
-    ) -> None:
-        super().__init__(name, data_dir, port=port, env=env, tls=tls)
-        self.extra = extra or []
-
+class EtcdMember(_ServerMember):
     def command(self) -> list[str]:
         assert ETCD is not None, "etcd is not installed (apt-get install etcd-server)"
         return [ETCD, *self.flags(), "--log-level=error", *self.extra]

@@ -16,32 +16,41 @@ from kvstore.errors import NotSupportedForLearner
 ALWAYS = frozenset({"Status"})
 
 
-def learner_guard(
-    name: str, kind: Kind, handler: Callable[..., Any], is_learner: Callable[[], bool]
-) -> Callable[..., Any]:
-    """handler, refusing calls while is_learner() says this member is a learner (etcd's isRPCSupportedForLearner)."""
-    if name in ALWAYS:
-        return handler
+def guarded(kind: Kind, handler: Callable[..., Any], check: Callable[[Any, Any], None]) -> Callable[..., Any]:
+    """handler, with check(request, call) run first on every call (request is None for bidi streams);
+    check raises to refuse the call. Shared by the learner and the ``hasleader`` refusals."""
     if kind == Kind.UNARY:
 
         def unary(request: Any, call: Any) -> Any:
-            if is_learner() and not (name == "Range" and request.serializable):
-                raise NotSupportedForLearner()
+            check(request, call)
             return handler(request, call)
 
         return unary
     if kind == Kind.SERVER_STREAM:
 
         async def server_stream(request: Any, call: Any) -> Any:
-            if is_learner():
-                raise NotSupportedForLearner()
+            check(request, call)
             return await handler(request, call)
 
         return server_stream
 
     async def bidi(call: Any) -> Any:
-        if is_learner():
-            raise NotSupportedForLearner()
+        check(None, call)
         return await handler(call)
 
     return bidi
+
+
+def learner_guard(
+    name: str, kind: Kind, handler: Callable[..., Any], is_learner: Callable[[], bool]
+) -> Callable[..., Any]:
+    """handler, refusing calls while is_learner() says this member is a learner (etcd's isRPCSupportedForLearner)."""
+    if name in ALWAYS:
+        return handler
+    serializable_range = name == "Range" and kind == Kind.UNARY
+
+    def check(request: Any, call: Any) -> None:
+        if is_learner() and not (serializable_range and request.serializable):
+            raise NotSupportedForLearner()
+
+    return guarded(kind, handler, check)

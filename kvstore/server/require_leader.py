@@ -14,6 +14,7 @@ from typing import Any
 
 from frontend.grpc import Kind
 from kvstore.errors import NoLeader
+from kvstore.server.learner import guarded
 
 REQUIRE_LEADER_KEY = "hasleader"  # etcd's rpctypes.MetadataRequireLeaderKey
 REQUIRE_LEADER_VALUE = "true"  # etcd's rpctypes.MetadataHasLeader
@@ -31,26 +32,9 @@ def leader_guard(
     """handler, refusing a hasleader call while has_leader() says this member knows no leader."""
     if name in SELF_CHECKED:
         return handler
-    if kind == Kind.UNARY:
 
-        def unary(request: Any, call: Any) -> Any:
-            if not has_leader() and wants_leader(call):
-                raise NoLeader()
-            return handler(request, call)
-
-        return unary
-    if kind == Kind.SERVER_STREAM:
-
-        async def server_stream(request: Any, call: Any) -> Any:
-            if not has_leader() and wants_leader(call):
-                raise NoLeader()
-            return await handler(request, call)
-
-        return server_stream
-
-    async def bidi(call: Any) -> Any:
+    def check(request: Any, call: Any) -> None:
         if not has_leader() and wants_leader(call):
             raise NoLeader()
-        return await handler(call)
 
-    return bidi
+    return guarded(kind, handler, check)
