@@ -300,6 +300,10 @@ class LeaseRunner:
                 raise NotPrimary()
         return self.lessor.lookup(lease_id)
 
+    def renewals_waiting(self, lease_id: int) -> int:
+        """How many renewals of the (expired) lease wait for its revoke to be applied."""
+        return len(self._revoke_waiters.get(lease_id, ()))
+
     async def _wait_revoked(self, lease_id: int) -> None:
         fut = asyncio.get_running_loop().create_future()
         self._revoke_waiters.setdefault(lease_id, []).append(fut)

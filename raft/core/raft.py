@@ -791,7 +791,11 @@ class Raft:
             self.lead = m.frm
             self._handle_snapshot(m)
         elif t == _TRANSFER_LEADER:
-            if self.lead != NONE:
+            # Only a request for this member itself is forwarded: one naming another member would
+            # go out "from" that member (the transferee is the message's sender), which the
+            # transport refuses; and one forwarded to us by a peer that thought we lead is dropped,
+            # as proposals are. The caller's wait times out and it asks the leader.
+            if self.lead != NONE and m.frm == self.id:
                 self.send(Message(_TRANSFER_LEADER, to=self.lead, frm=m.frm))
         elif t == _TIMEOUT_NOW:
             # Thesis §3.10: start an election at once, skipping PreVote and the lease check.

@@ -10,6 +10,7 @@ import httptools
 import pytest
 
 from frontend.http1 import Exchange, ExchangeClosed, Http1Config, Http1Session
+from tests.virtual_time import on_virtual_time
 
 
 class FakeTransport:
@@ -298,6 +299,7 @@ async def test_idle_keepalive_connections_are_closed() -> None:
     assert len(Responses(bytes(t.out)).items) == 1
 
 
+@on_virtual_time
 async def test_a_streaming_handler_is_not_cut_by_the_timers() -> None:
     release = asyncio.Event()
 
@@ -309,7 +311,7 @@ async def test_a_streaming_handler_is_not_cut_by_the_timers() -> None:
 
     s, t = session(stream, idle_timeout=0.05, header_timeout=0.05, body_timeout=0.05)
     s.feed(b"POST /w HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # virtual time: every timer due in six timeouts' time has run
     assert not t.closed
     release.set()
     await until(lambda: b"late" in t.out)

@@ -228,7 +228,10 @@ async def test_keepalive_for_an_expired_lease_answers_after_its_revoke(pair):
     call = follower.stub.LeaseKeepAlive()
     await call.write(pb.LeaseKeepAliveRequest(ID=3))
     read = asyncio.ensure_future(call.read())
-    await asyncio.sleep(0.05)
+    runner = leader.member.lease_runner
+    async with asyncio.timeout(30):  # forwarded to the leader, whose renewal found the lease expired
+        while not runner.renewals_waiting(3):
+            await asyncio.sleep(0.005)
     assert not read.done()  # expired, not yet revoked: the answer waits
     await leader.member.lease_runner.step()  # the expiry loop proposes the revoke
     resp = await asyncio.wait_for(read, 30)

@@ -189,7 +189,11 @@ class Network:
     def collect(self) -> list[Message]:
         msgs: list[Message] = []
         for n in self.nodes.values():
-            msgs.extend(n.handle_ready())
+            out = n.handle_ready()
+            # the real transport refuses (and resets) a connection carrying a message "from" another member
+            forged = [m for m in out if m.frm != n.id]
+            assert not forged, f"node {n.id} sent messages from another member: {forged}"
+            msgs.extend(out)
         return msgs
 
     def deliver(self, msgs: list[Message]) -> None:

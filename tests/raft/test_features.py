@@ -190,6 +190,19 @@ def test_transfer_request_on_follower_is_forwarded():
     assert net.role(3) == StateRole.LEADER
 
 
+def test_a_follower_forwards_only_its_own_transfer_request():
+    # A follower may not forward a request naming another member: it would be a message "from" that
+    # member, which the transport refuses. It drops it, as it drops a proposal forwarded to it.
+    net = Network([1, 2, 3])
+    elect(net, 1)
+    net.nodes[3].raw.transfer_leader(2)
+    net.stabilize()  # the network checks that every message is from its sender
+    assert net.role(1) == StateRole.LEADER and net.nodes[1].raft.lead_transferee == NONE
+    forwarded = Message(MT.TRANSFER_LEADER, to=3, frm=2, term=net.term(1))  # 2 thought 3 led
+    net.stabilize(forwarded)
+    assert net.role(1) == StateRole.LEADER and net.nodes[1].raft.lead_transferee == NONE
+
+
 # -- ReadIndex (thesis §6.4) ------------------------------------------------------------------------
 
 

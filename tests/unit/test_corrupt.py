@@ -9,6 +9,7 @@ import pytest
 
 from kvstore.corrupt import PeriodicCheck, check_once, initial_check
 from kvstore.errors import Compacted, FutureRev, StartupError
+from tests.virtual_time import on_virtual_time
 
 
 class Host:
@@ -70,11 +71,12 @@ async def test_initial_check_refuses_a_member_whose_data_differs() -> None:
         await initial_check(Host([(1, 10, 5)], {2: (2, 10, 5)}))
 
 
+@on_virtual_time
 async def test_the_periodic_check_runs_only_on_the_leader() -> None:
     host = Host([(1, 10, 5)], {2: (2, 10, 5)})
     host.leader = False
     task = asyncio.create_task(PeriodicCheck(host, 0.01).run())
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.105)  # ten periods of virtual time
     assert host.alarms == 0
     host.leader = True
     async with asyncio.timeout(10):

@@ -152,6 +152,8 @@ class FakeMember:
 
 
 class WatchServer:
+    service_type: type[WatchService] = WatchService
+
     def __init__(self, node: Node, **member_options: object) -> None:
         self.node = node
         self.member = FakeMember(node.store, node.hub, **member_options)  # type: ignore[arg-type]
@@ -159,7 +161,8 @@ class WatchServer:
         self.port = 0
 
     async def start(self) -> WatchServer:
-        server = await serve({"Watch": WatchService(self.member)})
+        self.service = self.service_type(self.member)
+        server = await serve({"Watch": self.service})
         self.port = server.ports[0]
         self.server = server
         self.node.hub.start()

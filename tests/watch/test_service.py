@@ -9,7 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from frontend.grpc import ServerCall
 from kvstore.apply import Op
+from kvstore.server.watch_service import WatchService
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
 from tests.watch.harness import Node, WatchServer
@@ -257,17 +259,61 @@ async def test_vanishing_client_removes_its_watchers(server: WatchServer) -> Non
     assert not hub.streams and not hub.synced and not hub.unsynced
 
 
-async def test_half_closed_client_keeps_receiving(server: WatchServer) -> None:
+class EndOfRequests:
+    """A ServerCall seen through: sets ``ended`` once the client's side of the call has ended."""
+
+    def __init__(self, call: ServerCall, ended: asyncio.Event) -> None:
+        self._call = call
+        self._ended = ended
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._call, name)
+
+    def __aiter__(self) -> EndOfRequests:
+        return self
+
+    async def __anext__(self) -> pb.WatchRequest:
+        try:
+            return await self._call.__anext__()
+        except StopAsyncIteration:
+            self._ended.set()
+            raise
+
+
+class ObservedWatchService(WatchService):
+    """The Watch service, telling the test when a stream's requests have ended."""
+
+    def __init__(self, member: object) -> None:
+        super().__init__(member)
+        self.requests_ended = asyncio.Event()
+
+    async def Watch(self, call: ServerCall) -> None:
+        await super().Watch(EndOfRequests(call, self.requests_ended))  # type: ignore[arg-type]
+
+
+class ObservedWatchServer(WatchServer):
+    service_type = ObservedWatchService
+
+
+async def test_half_closed_client_keeps_receiving(tmp_path: Path) -> None:
+    node = Node(tmp_path / "db")
+    server = await ObservedWatchServer(node).start()
+    service = server.service
+    assert isinstance(service, ObservedWatchService)
     c = Client(server.endpoint)
     try:
         c.create(key=b"k")
         assert (await c.recv()).created
         c.requests.put_nowait(None)  # done writing
-        await asyncio.sleep(0.05)
-        server.node.put(b"k", b"still")
+        await asyncio.wait_for(service.requests_ended.wait(), 30)  # the server has seen the half-close
+        for _ in range(10):
+            await asyncio.sleep(0)  # and had turns to act on it
+        node.put(b"k", b"still")
         assert (await c.recv()).events[0].kv.value == b"still"
     finally:
         await c.close()
+        await server.stop()
+        node.close()
 
 
 async def test_client_that_never_reads_is_cut_off_and_others_are_not(tmp_path: Path) -> None:
