@@ -22,7 +22,6 @@ it failed one; 2 for a usage error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import resource
@@ -34,8 +33,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.kv import RESULTS_DIR, machine, machine_busy_seconds
+from bench.kv import machine, machine_busy_seconds
 from bench.procs import KINDS, Cluster, exit_on_sigterm, version
+from bench.results import RESULTS_DIR, utc_now, write_results
 
 LOADS = {  # etcdctl 3.4's checkPerfCfgMap: target puts/s, clients, seconds
     "s": (150, 50, 60),
@@ -233,15 +233,13 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(check(kind, load, Path(tmp) / f"{kind}-{load}", a.members))
     doc = {
         "benchmark": "check-perf",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": utc_now(),
         "command": "python -m bench.check_perf " + " ".join(argv),
         "machine": machine(),
         "etcdctl": subprocess.run([etcdctl_binary(), "version"], capture_output=True, text=True).stdout.split("\n")[0],
         "runs": [asdict(r) for r in runs],
     }
-    a.results_dir.mkdir(parents=True, exist_ok=True)
-    path = a.results_dir / f"check-perf-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path = write_results(a.results_dir, "check-perf-", doc)
     print()
     print(side_by_side(runs))
     print(f"\nresults: {path}")

@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
 import platform
@@ -63,10 +62,10 @@ import grpc
 import uvloop
 
 from bench.procs import KINDS, Cluster, Server, exit_on_sigterm
+from bench.results import RESULTS_DIR, members_tag, utc_now, write_results
 from proto.etcdserverpb import rpc_pb2 as pb
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WORKLOADS = ("put", "range", "srange", "txn")
 SINGLE = "put-1"  # the single-client put row
 METHODS = {
@@ -574,7 +573,7 @@ def document(
     reported = quietest(results)
     doc: dict[str, object] = {
         "benchmark": "kv",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": utc_now(),
         "command": "python -m bench.kv " + " ".join(argv),
         "machine": machine(),
         "config": asdict(cfg),
@@ -673,10 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="raftkv-bench-") as tmp:
         results, versions, topology = run_with_topology(cfg, Path(tmp))
     doc = document(cfg, results, versions, argv, topology)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    members = "" if cfg.members == 1 else f"{cfg.members}members-"
-    path = results_dir / f"kv-{members}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path = write_results(results_dir, f"kv-{members_tag(cfg.members)}", doc)
     print()
     print(table(quietest(results), cfg))
     print(f"\nresults: {path}")

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import sys
 import tempfile
@@ -47,8 +46,9 @@ from pathlib import Path
 import grpc
 import uvloop
 
-from bench.kv import RESULTS_DIR, fmt, machine, machine_busy_seconds, open_channels, percentile, ratios
+from bench.kv import fmt, machine, machine_busy_seconds, open_channels, percentile, ratios
 from bench.procs import KINDS, Cluster, Server, exit_on_sigterm, started_targets
+from bench.results import RESULTS_DIR, members_tag, utc_now, write_results
 from proto.etcdserverpb import rpc_pb2 as pb
 
 WORKLOADS = ("keepalive", "grant", "ttl")
@@ -302,7 +302,7 @@ def table(results: list[Result], cfg: Config) -> str:
 def document(cfg: Config, results: list[Result], versions: dict[str, str], argv: list[str]) -> dict[str, object]:
     return {
         "benchmark": "lease",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": utc_now(),
         "command": "python -m bench.lease " + " ".join(argv),
         "machine": machine(),
         "config": asdict(cfg),
@@ -370,10 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="raftkv-bench-") as tmp:
         results, versions = run(cfg, Path(tmp))
     doc = document(cfg, results, versions, argv)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    members = "" if cfg.members == 1 else f"{cfg.members}members-"
-    path = results_dir / f"lease-{members}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path = write_results(results_dir, f"lease-{members_tag(cfg.members)}", doc)
     print()
     print(table(results, cfg))
     print(f"\nresults: {path}")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import sys
@@ -42,8 +41,9 @@ from pathlib import Path
 
 import uvloop
 
-from bench.kv import RESULTS_DIR, machine, open_channels
+from bench.kv import machine, open_channels
 from bench.procs import KINDS, Cluster, Server, exit_on_sigterm
+from bench.results import RESULTS_DIR, members_tag, utc_now, write_results
 from proto.etcdserverpb import rpc_pb2 as pb
 
 MIB = 1024 * 1024
@@ -305,7 +305,7 @@ def table(results: list[Result], cfg: Config) -> str:
 def document(cfg: Config, results: list[Result], versions: dict[str, str], argv: list[str]) -> dict[str, object]:
     return {
         "benchmark": "memory",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": utc_now(),
         "command": "python -m bench.memory " + " ".join(argv),
         "machine": machine(),
         "config": asdict(cfg),
@@ -366,10 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="raftkv-bench-") as tmp:
         results, versions = run(cfg, Path(tmp))
     doc = document(cfg, results, versions, argv)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    members = "" if cfg.members == 1 else f"{cfg.members}members-"
-    path = results_dir / f"memory-{members}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path = write_results(results_dir, f"memory-{members_tag(cfg.members)}", doc)
     print()
     print(table(results, cfg))
     print(f"\nresults: {path}")

@@ -22,7 +22,6 @@ Writes ``bench/results/metrics-<UTC timestamp>.json``. Nothing here asserts a ti
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import sys
@@ -37,8 +36,8 @@ import uvloop
 
 from bench.kv import Config, drive, encoded_requests, machine, populate
 from bench.procs import Server, exit_on_sigterm
+from bench.results import RESULTS_DIR, utc_now, write_results
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PUT_OK = 'grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}'
 
 
@@ -199,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         out = uvloop.run(run(cfg, workloads, args.interval, args.rounds, args.scrapes, Path(tmp)))
     doc = {
         "benchmark": "metrics",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": utc_now(),
         "command": "python -m bench.metrics " + " ".join(argv),
         "machine": machine(),
         "config": {**asdict(cfg), "interval": args.interval, "rounds": args.rounds, "scrapes": args.scrapes},
@@ -218,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"round {w['round']}: etcd_mvcc_put_total moved {w['puts_counted']:.0f}, Put OK "
                 f"{w['put_oks_counted']:.0f}, while about {w['puts_done_between']:.0f} puts completed"
             )
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    path = args.results_dir / f"metrics-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path = write_results(args.results_dir, "metrics-", doc)
     print(f"wrote {path}")
     return 0
 

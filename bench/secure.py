@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -34,13 +33,13 @@ import uvloop
 
 from bench import kv
 from bench.procs import KINDS, Server, exit_on_sigterm, version
+from bench.results import RESULTS_DIR, write_results
 from chaos.security import Pki
 from proto.authpb import auth_pb2 as authpb
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
 
 MODES = ("plain", "tls", "auth", "tls+auth")
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 class _Token(grpc.aio.UnaryUnaryClientInterceptor):
@@ -198,9 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": [asdict(r) for r in results],
         "machine": kv.machine(),
     }
-    a.results_dir.mkdir(parents=True, exist_ok=True)
-    path = a.results_dir / f"secure-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path = write_results(a.results_dir, "secure-", doc)
     print(f"\nresults: {path}")
     return 0
 

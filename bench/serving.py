@@ -66,7 +66,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import asdict, dataclass
@@ -74,8 +73,9 @@ from pathlib import Path
 
 import grpc
 
-from bench.kv import RESULTS_DIR, Config, Result, drive, encoded_requests, machine
+from bench.kv import Config, Result, drive, encoded_requests, machine
 from bench.procs import exit_on_sigterm, free_port, process_cpu_seconds
+from bench.results import RESULTS_DIR, utc_now, write_results
 from proto.etcdserverpb import rpc_pb2 as pb
 from proto.etcdserverpb import rpc_pb2_grpc
 from proto.mvccpb import kv_pb2
@@ -590,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(ms)
     doc = {
         "benchmark": "serving",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": utc_now(),
         "command": "python -m bench.serving " + " ".join(argv),
         "machine": machine(),
         "config": {**asdict(cfg), "rounds": a.rounds, "pythons": pythons, "rate": a.rate},
@@ -598,9 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": [asdict(r) for r in rows],
         "measurements": [{**asdict(m), "server_us_per_req": m.server_us, "client_us_per_req": m.client_us} for m in ms],
     }
-    a.results_dir.mkdir(parents=True, exist_ok=True)
-    path = a.results_dir / f"serving-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path = write_results(a.results_dir, "serving-", doc)
     print()
     print(table(rows, cfg, a.rate))
     print(f"\nresults: {path}")

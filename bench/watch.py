@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import tempfile
 import time
@@ -48,9 +47,9 @@ import uvloop
 
 from bench.kv import fmt, machine, machine_busy_seconds, open_channels, percentile
 from bench.procs import KINDS, Cluster, Server, exit_on_sigterm, started_targets
+from bench.results import RESULTS_DIR, members_tag, utc_now, write_results
 from proto.etcdserverpb import rpc_pb2 as pb
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WATCH = "/etcdserverpb.Watch/Watch"
 PUT = "/etcdserverpb.KV/Put"
 
@@ -301,7 +300,7 @@ def ratios(results: list[Result]) -> dict[str, dict[str, float]]:
 def document(cfg: Config, results: list[Result], versions: dict[str, str], argv: list[str]) -> dict[str, object]:
     return {
         "benchmark": "watch",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": utc_now(),
         "command": "python -m bench.watch " + " ".join(argv),
         "machine": machine(),
         "config": asdict(cfg),
@@ -356,10 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="raftkv-bench-") as tmp:
         results, versions = run(cfg, Path(tmp))
     doc = document(cfg, results, versions, argv)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    members = "" if cfg.members == 1 else f"{cfg.members}members-"
-    path = results_dir / f"watch-{members}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path = write_results(results_dir, f"watch-{members_tag(cfg.members)}", doc)
     print()
     print(table(results, cfg))
     print(f"\nresults: {path}")

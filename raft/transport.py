@@ -253,6 +253,7 @@ class Transport(OutgoingPeers, Listener):
         for pid in [pid for pid in self._peers if pid not in wanted]:
             p = self._peers.pop(pid)
             p.queue.clear()
+            p.idle_writer = None
             for task in (p.task, p.snap_task, *self._incoming.pop(pid, ())):
                 if task is not None:
                     task.cancel()
@@ -264,6 +265,7 @@ class Transport(OutgoingPeers, Listener):
                 continue
             else:
                 known.addr = addr
+                known.idle_writer = None  # the old connection: its writer task is being cancelled
                 if known.task is not None:
                     known.task.cancel()
                     known.task = None
@@ -281,6 +283,7 @@ class Transport(OutgoingPeers, Listener):
             return
         peers = self._peers
         max_queue = self._max_queue
+        touched: list[PeerState] = []
         for m in messages:
             p = peers.get(m.to)
             if p is None:
@@ -309,7 +312,13 @@ class Transport(OutgoingPeers, Listener):
                     max_queue=max_queue,
                 )
             q.append(m)
-            p.wake.set()
+            if p.idle_writer is not None:
+                if p not in touched:
+                    touched.append(p)
+            else:
+                p.wake.set()
+        for p in touched:
+            self._write_through(p)
 
     async def request(
         self, payload: bytes, *, peer: int | None = None, address: str | None = None, timeout: float = 5.0

@@ -35,6 +35,7 @@ class PeerState:
         "connected_at",
         "down",
         "id",
+        "idle_writer",
         "overflowed",
         "queue",
         "snap_task",
@@ -52,6 +53,9 @@ class PeerState:
         self.overflowed = False  # on_unreachable already reported for the current overflow
         self.down = False  # a failure was logged; log when the peer is reachable again
         self.task: asyncio.Task[None] | None = None
+        # the connection while its writer task waits with nothing queued or buffered: the first send
+        # of a loop turn writes to it at once (``OutgoingPeers._write_through``)
+        self.idle_writer: asyncio.StreamWriter | None = None
         self.snap_task: asyncio.Task[None] | None = None
 
 

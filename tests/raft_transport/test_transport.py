@@ -228,6 +228,34 @@ async def test_batching_many_sends_become_few_frames(tmp_path: Path) -> None:
         await server.wait_closed()
 
 
+async def test_an_idle_connection_is_written_at_once_and_later_sends_of_the_turn_are_batched(tmp_path: Path) -> None:
+    server, port, frames, _ = await raw_listener()
+    a = await Member(1, tmp_path).start()
+    a.t.set_peers({2: f"127.0.0.1:{port}"})
+    sent = a.t.stats.sent_bytes
+    try:
+        a.t.send([heartbeat(1, 2, 1)])
+        await wait_until(lambda: sum(f[3] == tr.MSG for f in frames) == 1)
+        for _ in range(5):
+            await asyncio.sleep(0)  # the writer task is back to waiting: the connection is idle
+        before = sent[2]
+        a.t.send([app(1, 2, 1)])
+        assert sent[2] > before  # written inside send(), before the writer task ran
+        written = sent[2]
+        for i in range(2, 12):  # the rest of this loop turn's sends are queued, not written one by one
+            a.t.send([app(1, 2, i)])
+        assert sent[2] == written
+        await wait_until(lambda: sum(len(f[4]) for f in frames if f[3] == tr.MSG) == 12)
+        msg_frames = [f for f in frames if f[3] == tr.MSG]
+        assert [len(f[4]) for f in msg_frames] == [1, 1, 10]
+        got = [Message.from_wire(w) for f in msg_frames[1:] for w in f[4]]
+        assert [m.entries[0].index for m in got] == list(range(1, 12))
+    finally:
+        await a.t.stop()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_queue_overflow_drops_oldest_and_reports_once(tmp_path: Path) -> None:
     server, port, frames, _ = await raw_listener()
     a = await Member(1, tmp_path, max_queue=10).start()
